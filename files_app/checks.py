@@ -1,0 +1,63 @@
+"""System checks of files_app: settings (E0xx) and databases (E2xx); fields check E1xx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.db import connections
+
+from files_app.conf import app_settings
+
+__all__ = ["check_database", "check_settings"]
+
+
+@checks.register()
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Check the FILES_APP_* settings."""
+    errors: list[checks.CheckMessage] = []
+    for name, upper in (("CHUNK_SIZE", 2**31 - 1), ("MAX_RANGES", 10_000)):
+        value = getattr(app_settings, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= upper:
+            errors.append(
+                checks.Error(
+                    f"FILES_APP_{name} must be an integer from 1 to {upper}, not {value!r}.",
+                    hint=f"Remove FILES_APP_{name} to use the default.",
+                    id="files_app.E001" if name == "CHUNK_SIZE" else "files_app.E002",
+                )
+            )
+    grace = app_settings.SWEEP_GRACE
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+        errors.append(
+            checks.Error(
+                f"FILES_APP_SWEEP_GRACE must be a number of seconds >= 0, not {grace!r}.",
+                hint="Remove FILES_APP_SWEEP_GRACE to use the default (one day).",
+                id="files_app.E003",
+            )
+        )
+    return errors
+
+
+@checks.register()
+def check_database(**kwargs: Any) -> list[checks.CheckMessage]:
+    """Check that the database holding large objects is PostgreSQL."""
+    alias = app_settings.DATABASE
+    if alias not in connections.settings:
+        return [
+            checks.Error(
+                f"FILES_APP_DATABASE is {alias!r}, which is not in DATABASES.",
+                hint="Set FILES_APP_DATABASE to an alias from DATABASES.",
+                id="files_app.E201",
+            )
+        ]
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        return [
+            checks.Error(
+                f"files_app stores files in PostgreSQL large objects, but the database "
+                f"{alias!r} is {vendor!r}.",
+                hint="Use django.db.backends.postgresql for this database.",
+                id="files_app.E202",
+            )
+        ]
+    return []

@@ -1,0 +1,41 @@
+"""Typed, lazily read settings of files_app (``FILES_APP_*``), with their defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+__all__ = ["app_settings"]
+
+MiB = 1024 * 1024
+
+
+class Settings:
+    """Read ``FILES_APP_<NAME>`` from Django settings, falling back to a default."""
+
+    @property
+    def DATABASE(self) -> str:
+        """The database alias that holds large objects by default."""
+        return str(self._get("DATABASE", "default"))
+
+    @property
+    def CHUNK_SIZE(self) -> int:
+        """How many bytes to read or write per large-object call."""
+        return self._get("CHUNK_SIZE", MiB)  # type: ignore[no-any-return]
+
+    @property
+    def MAX_RANGES(self) -> int:
+        """How many ranges one request may ask for before the Range header is ignored."""
+        return self._get("MAX_RANGES", 100)  # type: ignore[no-any-return]
+
+    @property
+    def SWEEP_GRACE(self) -> int:
+        """Seconds an unreferenced large object is left alone before the sweeper frees it."""
+        return self._get("SWEEP_GRACE", 24 * 3600)  # type: ignore[no-any-return]
+
+    def _get(self, name: str, default: Any) -> Any:
+        return getattr(settings, f"FILES_APP_{name}", default)
+
+
+app_settings = Settings()

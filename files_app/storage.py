@@ -1,0 +1,276 @@
+"""A Django storage backend that keeps each file in a PostgreSQL large object."""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+
+from django.core import signing
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.base import File
+from django.db import transaction
+from django.urls import reverse
+from django.utils.deconstruct import deconstructible
+from django.utils.encoding import filepath_to_uri
+from storages.base import BaseStorage
+from storages.utils import clean_name, get_available_overwrite_name, is_seekable
+
+from files_app import lo
+from files_app.conf import app_settings
+
+__all__ = [
+    "LargeObjectFile",
+    "LargeObjectIO",
+    "LargeObjectStorage",
+    "oid_from_name",
+    "unsign_oid",
+]
+
+if TYPE_CHECKING:
+    _BytesFile = File[bytes]
+else:
+    _BytesFile = File
+
+URL_SALT = "files_app.storage.url"
+# Room that _save() adds to a name for the "<oid>/" directory.
+OID_DIR_LENGTH = 11
+
+
+def oid_from_name(name: str | None) -> int | None:
+    """Return the OID in a storage name ("[dir/]<oid>/<basename>" or "<oid>"), or None."""
+    if not name:
+        return None
+    parts = str(name).split("/")
+    candidate = parts[0] if len(parts) == 1 else parts[-2]
+    if not (candidate.isascii() and candidate.isdigit()) or len(candidate) > 10:
+        return None
+    oid = int(candidate)
+    return oid if 0 < oid < 2**32 else None
+
+
+class LargeObjectIO(io.RawIOBase):
+    """A read-only, seekable raw stream over a large object, read by offset."""
+
+    def __init__(self, oid: int, using: str, size: int | None = None) -> None:
+        self.oid = oid
+        self.using = using
+        self._size = size
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._size = lo.size(self.oid, self.using)
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._check_closed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._check_closed()
+        if whence == os.SEEK_SET:
+            pos = offset
+        elif whence == os.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == os.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"Invalid whence {whence!r}: use 0, 1 or 2.")
+        if pos < 0:
+            raise ValueError(f"Negative seek position {pos!r}.")
+        self._pos = pos
+        return pos
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes from ``offset`` without moving the position."""
+        if length <= 0:
+            return b""
+        return lo.read(self.oid, offset, min(length, 2**31 - 1), self.using)
+
+    def readinto(self, buffer: Any) -> int:
+        self._check_closed()
+        view = memoryview(buffer).cast("B")
+        data = self.read_at(self._pos, len(view))
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def _check_closed(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on a closed large object.")
+
+
+class LargeObjectFile(_BytesFile):
+    """A lazily read large object, opened by :class:`LargeObjectStorage`."""
+
+    def __init__(self, name: str, oid: int, storage: LargeObjectStorage) -> None:
+        self.raw = LargeObjectIO(oid, storage.using)
+        self.buffered = io.BufferedReader(self.raw, buffer_size=storage.chunk_size)
+        super().__init__(self.buffered, name)
+        self.oid = oid
+        self.mode = "rb"
+        self._storage = storage
+
+    @property
+    def size(self) -> int:
+        return self.raw.size
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Yield the whole object in chunks, straight from the database."""
+        chunk_size = chunk_size or self._storage.chunk_size
+        self.seek(0)
+        offset, end = 0, self.size
+        while offset < end:
+            data = self.raw.read_at(offset, min(chunk_size, end - offset))
+            if not data:
+                break
+            offset += len(data)
+            yield data
+        self.buffered.seek(offset)
+
+    def multiple_chunks(self, chunk_size: int | None = None) -> bool:
+        return self.size > (chunk_size or self._storage.chunk_size)
+
+    def open(self, mode: str | None = None, *args: Any, **kwargs: Any) -> LargeObjectFile:
+        if mode not in (None, "rb"):
+            raise ValueError(f"Large objects open read-only in binary mode ('rb'), not {mode!r}.")
+        if self.closed:
+            self.raw = LargeObjectIO(self.oid, self._storage.using, self.raw._size)
+            self.buffered = io.BufferedReader(self.raw, buffer_size=self._storage.chunk_size)
+            self.file = self.buffered
+        else:
+            self.seek(0)
+        return self
+
+    def close(self) -> None:
+        self.buffered.close()
+
+
+@deconstructible(path="files_app.storage.LargeObjectStorage")
+class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
+    """Store files as PostgreSQL large objects.
+
+    Names are ``[dir/]<oid>/<basename>``; a bare ``<oid>`` names an object too. A stored
+    object is never changed: saving again creates a new object.
+    """
+
+    using: str
+    chunk_size: int
+    base_url: str | None
+
+    def get_default_settings(self) -> dict[str, Any]:
+        return {
+            "using": app_settings.DATABASE,
+            "chunk_size": app_settings.CHUNK_SIZE,
+            "base_url": None,
+        }
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        if not isinstance(self.chunk_size, int) or not 0 < self.chunk_size < 2**31:
+            raise ImproperlyConfigured(
+                f"LargeObjectStorage 'chunk_size' must be a positive integer below 2**31, "
+                f"not {self.chunk_size!r}."
+            )
+
+    def _oid(self, name: str) -> int:
+        oid = oid_from_name(name)
+        if oid is None:
+            raise FileNotFoundError(f"{name!r} is not the name of a large object.")
+        return oid
+
+    def _open(self, name: str, mode: str = "rb") -> LargeObjectFile:
+        if mode != "rb":
+            raise ValueError(
+                f"Large objects open read-only in binary mode ('rb'), not {mode!r}: "
+                "to change a file, save a new one."
+            )
+        oid = self._oid(name)
+        if not lo.exists(oid, self.using):
+            raise FileNotFoundError(f"Large object {oid} ({name!r}) does not exist.")
+        return LargeObjectFile(name, oid, self)
+
+    def _save(self, name: str, content: File[Any] | IO[Any]) -> str:
+        # One transaction: a failure part-way leaves no half-written object behind.
+        with transaction.atomic(using=self.using):
+            oid = lo.create(self.using)
+            offset = 0
+            for chunk in self._chunks(content):
+                data = chunk.encode() if isinstance(chunk, str) else chunk
+                if data:
+                    lo.write(oid, offset, data, self.using)
+                    offset += len(data)
+        directory, basename = posixpath.split(clean_name(name))
+        return posixpath.join(directory, str(oid), basename or str(oid))
+
+    def _chunks(self, content: Any) -> Iterator[bytes | str]:
+        if hasattr(content, "chunks"):
+            yield from content.chunks(self.chunk_size)
+            return
+        if is_seekable(content):
+            content.seek(0)
+        while chunk := content.read(self.chunk_size):
+            yield chunk
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        # Every save gets a new OID, so names never collide; leave room for "<oid>/".
+        name = clean_name(name)
+        if max_length is not None:
+            max_length -= OID_DIR_LENGTH
+        return str(get_available_overwrite_name(name, max_length))
+
+    def delete(self, name: str) -> None:
+        oid = oid_from_name(name)
+        if oid is not None:
+            lo.unlink(oid, self.using)
+
+    def exists(self, name: str) -> bool:
+        oid = oid_from_name(name)
+        return oid is not None and lo.exists(oid, self.using)
+
+    def size(self, name: str) -> int:
+        return lo.size(self._oid(name), self.using)
+
+    def url(self, name: str | None) -> str:
+        """Return a signed URL that serves the object (OIDs alone are guessable)."""
+        oid = self._oid(name or "")
+        token = signing.Signer(salt=URL_SALT).sign(str(oid))
+        filename = posixpath.basename(name or "") if "/" in (name or "") else str(oid)
+        if self.base_url is not None:
+            return f"{self.base_url}{token}/{filepath_to_uri(filename)}"
+        return str(
+            reverse("files_app:storage-file", kwargs={"token": token, "filename": filename})
+        )
+
+    def get_created_time(self, name: str) -> datetime:
+        created = lo.created_at(self._oid(name), self.using)
+        if created is None:
+            raise NotImplementedError(f"Large object {name!r} was not created by files_app.")
+        return datetime.fromtimestamp(created, tz=UTC)
+
+    def get_modified_time(self, name: str) -> datetime:
+        # Objects never change after they are committed.
+        return self.get_created_time(name)
+
+    def get_accessed_time(self, name: str) -> datetime:
+        return self.get_created_time(name)
+
+
+def unsign_oid(token: str) -> int | None:
+    """Return the OID in a storage URL token, or None if the signature is bad."""
+    try:
+        value = str(signing.Signer(salt=URL_SALT).unsign(token))
+    except signing.BadSignature:
+        return None
+    return oid_from_name(value)

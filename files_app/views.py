@@ -1,0 +1,351 @@
+"""Views that serve large objects over HTTP with Range and conditional-request support."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from asgiref.sync import sync_to_async
+from django.core.files.storage import Storage
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.cache import get_conditional_response
+from django.utils.http import http_date
+from django.views import View
+
+from files_app import ranges
+from files_app.conf import app_settings
+from files_app.fields import default_large_object_storage
+from files_app.models import StoredFile
+from files_app.storage import LargeObjectFile, LargeObjectStorage, unsign_oid
+
+__all__ = [
+    "LargeObjectResponse",
+    "LargeObjectView",
+    "StorageFileView",
+    "StoredFileView",
+    "content_disposition",
+]
+
+Segment = bytes | ranges.ByteRange
+Reader = Callable[[int, int], bytes]
+
+# Types a browser would run as active content from our origin (HTML, SVG, XML, ...).
+ACTIVE_TYPES = re.compile(
+    r"^(text/html|application/xhtml\+xml|image/svg\+xml|text/xml|application/xml|"
+    r"text/javascript|application/javascript|application/ecmascript|"
+    r"application/x-shockwave-flash)($|;)|\+xml($|;)",
+    re.IGNORECASE,
+)
+
+
+def content_disposition(filename: str, *, as_attachment: bool) -> str:
+    """Return a Content-Disposition value (RFC 6266) that no file name can break out of."""
+    disposition = "attachment" if as_attachment else "inline"
+    # An ASCII fallback for old clients: control characters dropped, quote and backslash
+    # escaped as a quoted-string (RFC 9110 §5.6.4); RFC 8187 filename* carries the rest.
+    fallback = "".join(
+        ch if " " <= ch <= "~" else "_" for ch in filename if ch not in "\r\n\x7f"
+    ).strip()
+    fallback = fallback.replace("\\", "\\\\").replace('"', '\\"') or "download"
+    value = f'{disposition}; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=utf-8''{quote(filename, safe='')}"
+    return value
+
+
+class LargeObjectResponse(StreamingHttpResponse):
+    """A streamed large-object body whose headers the view has already set exactly.
+
+    It reports a Content-Encoding so that GZipMiddleware leaves it alone: compressing a
+    206 would keep a wrong Content-Range and weaken the ETag (DESIGN.md, "HTTP").
+    """
+
+    def has_header(self, header: str) -> bool:
+        if header.lower() == "content-encoding":
+            return True
+        return super().has_header(header)
+
+    __contains__ = has_header
+
+
+def _segments_iter(read: Reader, segments: Sequence[Segment], chunk: int) -> Iterator[bytes]:
+    for segment in segments:
+        if isinstance(segment, bytes):
+            yield segment
+            continue
+        offset, stop = segment.start, segment.stop
+        while offset < stop:
+            data = read(offset, min(chunk, stop - offset))
+            if not data:
+                raise OSError(f"The large object ended early at byte {offset}.")
+            offset += len(data)
+            yield data
+
+
+async def _segments_aiter(
+    read: Reader, segments: Sequence[Segment], chunk: int
+) -> AsyncIterator[bytes]:
+    # Under ASGI a sync iterator would be read whole into memory before sending.
+    aread = sync_to_async(read, thread_sensitive=True)
+    for segment in segments:
+        if isinstance(segment, bytes):
+            yield segment
+            continue
+        offset, stop = segment.start, segment.stop
+        while offset < stop:
+            data = await aread(offset, min(chunk, stop - offset))
+            if not data:
+                raise OSError(f"The large object ended early at byte {offset}.")
+            offset += len(data)
+            yield data
+
+
+class LargeObjectView(View):
+    """Serve one large object with GET and HEAD: 200, 206, 304, 412 and 416."""
+
+    http_method_names = ["get", "head", "options"]
+    #: Send ``Content-Disposition: attachment`` rather than ``inline``.
+    as_attachment = False
+    #: The ``Cache-Control`` header; None sends none.
+    cache_control: str | None = "private, no-cache"
+    #: Bytes read from the database per query while streaming.
+    chunk_size: int | None = None
+    #: How many ranges one request may ask for before the Range header is ignored.
+    max_ranges: int | None = None
+
+    object: Any
+
+    def get_object(self) -> Any:
+        """Return the object whose file is served; raise Http404 if there is none."""
+        return None
+
+    def get_file(self) -> LargeObjectFile:
+        """Return the opened large object to serve."""
+        raise NotImplementedError("LargeObjectView subclasses must implement get_file().")
+
+    def get_filename(self) -> str:
+        """Return the file name for Content-Disposition."""
+        return str(self.file.name).rsplit("/", 1)[-1]
+
+    def get_content_type(self) -> str:
+        """Return the Content-Type of the file."""
+        return "application/octet-stream"
+
+    def get_etag(self) -> str | None:
+        """Return a strong ETag (quoted) for the file's content, or None."""
+        return None
+
+    def get_last_modified(self) -> datetime | None:
+        """Return when the file's content last changed, or None."""
+        return None
+
+    def get_as_attachment(self) -> bool:
+        """Return whether to send the file as an attachment rather than inline."""
+        content_type = self.get_content_type()
+        return self.as_attachment or bool(ACTIVE_TYPES.search(content_type))
+
+    def get_cache_control(self) -> str | None:
+        """Return the Cache-Control header value."""
+        return self.cache_control
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self.object = self.get_object()
+        try:
+            self.file = self.get_file()
+            size = self.file.size
+        except FileNotFoundError as exc:
+            raise Http404("The file's data is missing.") from exc
+        etag = self.get_etag()
+        modified = self.get_last_modified()
+        last_modified = int(modified.timestamp()) if modified else None
+
+        headers = self._validator_headers(etag, last_modified)
+        # RFC 9110 §13.2.2: preconditions first (412, 304), then Range.
+        base = HttpResponse(headers=headers)
+        conditional = get_conditional_response(
+            request, etag=etag, last_modified=last_modified, response=base
+        )
+        if conditional is not base:
+            assert conditional is not None
+            return conditional
+
+        range_header = request.headers.get("Range") if request.method == "GET" else None
+        if range_header is not None and not ranges.if_range_allows_partial(
+            request.headers.get("If-Range"), etag=etag, last_modified=last_modified
+        ):
+            range_header = None  # §13.1.5: a failed If-Range means "send it all"
+        result = ranges.resolve_ranges(
+            range_header, size, max_ranges=self.max_ranges or app_settings.MAX_RANGES
+        )
+        content_type = self.get_content_type()
+        headers["Content-Disposition"] = content_disposition(
+            self.get_filename(), as_attachment=self.get_as_attachment()
+        )
+        if content_type and ACTIVE_TYPES.search(content_type):
+            headers["Content-Security-Policy"] = "sandbox"
+
+        if result.decision is ranges.RangeDecision.UNSATISFIABLE:
+            headers["Content-Range"] = ranges.unsatisfied_content_range(size)
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+            return HttpResponse(
+                b"Range Not Satisfiable: no requested range overlaps the file.\n",
+                status=416,
+                headers=headers,
+            )
+        segments: list[Segment]
+        if result.decision is ranges.RangeDecision.FULL:
+            status, length = 200, size
+            headers["Content-Type"] = content_type
+            segments = [ranges.ByteRange(0, size)] if size else []
+        elif len(result.ranges) == 1:
+            (byte_range,) = result.ranges
+            status, length = 206, byte_range.length
+            headers["Content-Type"] = content_type
+            headers["Content-Range"] = byte_range.content_range(size)
+            segments = [byte_range]
+        else:
+            status = 206
+            boundary = ranges.multipart_boundary()
+            parts, closing, length = ranges.multipart_plan(
+                result.ranges, size, content_type, boundary
+            )
+            headers["Content-Type"] = ranges.multipart_content_type(boundary)
+            segments = []
+            for part in parts:
+                segments += [part.header, part.range, b"\r\n"]
+            segments.append(closing)
+        headers["Content-Length"] = str(length)
+        if request.method == "HEAD":
+            segments = []
+        return self._stream(request, status, headers, segments)
+
+    def _validator_headers(self, etag: str | None, last_modified: int | None) -> dict[str, str]:
+        headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
+        if etag:
+            headers["ETag"] = etag
+        if last_modified is not None:
+            headers["Last-Modified"] = http_date(last_modified)
+        if cache_control := self.get_cache_control():
+            headers["Cache-Control"] = cache_control
+        return headers
+
+    def _stream(
+        self,
+        request: HttpRequest,
+        status: int,
+        headers: dict[str, str],
+        segments: Sequence[Segment],
+    ) -> LargeObjectResponse:
+        raw = self.file.raw
+        self.file.close()  # reads go by offset; no descriptor or cursor stays open
+        chunk = self.chunk_size or app_settings.CHUNK_SIZE
+        body: Iterator[bytes] | AsyncIterator[bytes]
+        if isinstance(request, ASGIRequest):
+            body = _segments_aiter(raw.read_at, segments, chunk)
+        else:
+            body = _segments_iter(raw.read_at, segments, chunk)
+        return LargeObjectResponse(body, status=status, headers=headers)
+
+
+class StoredFileView(LargeObjectView):
+    """Serve a :class:`StoredFile` by UUID to whoever may see it.
+
+    Public files are served to anyone. Private files go to their owner and to users with
+    the ``files_app.view_storedfile`` permission; everyone else gets 404, so a private
+    file's existence does not leak.
+    """
+
+    model: type[StoredFile] = StoredFile
+    object: StoredFile
+
+    def get_queryset(self) -> QuerySet[StoredFile]:
+        """Return the stored files the current user may download."""
+        queryset = self.model._default_manager.all()
+        user = self.request.user
+        if user.has_perm("files_app.view_storedfile"):
+            return queryset
+        visible = Q(public=True)
+        if user.is_authenticated:
+            visible |= Q(owner=user)
+        return queryset.filter(visible)
+
+    def get_object(self) -> StoredFile:
+        return get_object_or_404(self.get_queryset(), uuid=self.kwargs["uuid"])
+
+    def get_file(self) -> LargeObjectFile:
+        file = self.object.file
+        if not file:
+            raise FileNotFoundError(f"{self.object!r} has no file.")
+        opened = file.storage.open(file.name, "rb")
+        assert isinstance(opened, LargeObjectFile)
+        return opened
+
+    def get_filename(self) -> str:
+        return str(self.object.download_name)
+
+    def get_content_type(self) -> str:
+        return self.object.content_type or "application/octet-stream"
+
+    def get_etag(self) -> str | None:
+        return self.object.etag
+
+    def get_last_modified(self) -> datetime | None:
+        return self.object.created
+
+    def get_cache_control(self) -> str | None:
+        if self.object.public:
+            return "public, max-age=300"
+        return "private, no-cache"
+
+
+class StorageFileView(LargeObjectView):
+    """Serve a file of a :class:`LargeObjectStorage` from the signed URL its ``url()`` made."""
+
+    storage: Storage | None = None
+
+    def get_storage(self) -> LargeObjectStorage:
+        """Return the storage whose objects this view serves."""
+        storage = self.storage or default_large_object_storage()
+        assert isinstance(storage, LargeObjectStorage)
+        return storage
+
+    def get_object(self) -> Model | None:
+        self.oid = unsign_oid(self.kwargs["token"])
+        if self.oid is None:
+            raise Http404("Invalid file link.")
+        return None
+
+    def get_file(self) -> LargeObjectFile:
+        opened = self.get_storage().open(str(self.oid), "rb")
+        assert isinstance(opened, LargeObjectFile)
+        return opened
+
+    def get_filename(self) -> str:
+        return str(self.kwargs.get("filename") or self.oid)
+
+    def get_content_type(self) -> str:
+        import mimetypes
+
+        guessed, _ = mimetypes.guess_type(self.get_filename())
+        return guessed or "application/octet-stream"
+
+    def get_etag(self) -> str | None:
+        # OIDs can be reused after an unlink; the creation time tells two objects apart.
+        storage = self.get_storage()
+        try:
+            created = storage.get_created_time(str(self.oid)).timestamp()
+        except NotImplementedError:
+            return None
+        return f'"lo-{self.oid}-{created:.3f}"'
+
+    def get_last_modified(self) -> datetime | None:
+        try:
+            return self.get_storage().get_created_time(str(self.oid))
+        except NotImplementedError:
+            return None
