@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 
-import filetype  # type: ignore[import-untyped]
+import filetype
 
 __all__ = ["GENERIC_TYPES", "SNIFF_BYTES", "content_type_for"]
 

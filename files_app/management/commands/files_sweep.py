@@ -1,0 +1,101 @@
+"""Free large objects that files_app created and nothing references any more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+from files_app import lo
+from files_app.conf import app_settings
+from files_app.references import reference_columns
+
+# More unlinks than this in one transaction can exhaust the lock table (DESIGN.md).
+MAX_BATCH = 1000
+
+
+class Command(BaseCommand):
+    help = (
+        "Free the large objects that files_app created and that no LargeObjectField, and no "
+        "FileField stored on LargeObjectStorage, references: what TRUNCATE, 'manage.py flush', "
+        "or an interrupted upload left behind. Large objects not created by files_app are "
+        "never touched."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="The database alias to sweep (default: FILES_APP_DATABASE, or 'default').",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Only report what would be freed; change nothing.",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help=(
+                "Leave objects younger than this alone: they may belong to an upload that is "
+                "still being saved (default: FILES_APP_SWEEP_GRACE, one day)."
+            ),
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=MAX_BATCH,
+            metavar="N",
+            help=f"Free at most N objects per transaction (1 to {MAX_BATCH}, default {MAX_BATCH}).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
+        if using not in connections.settings:
+            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
+        if connections[using].vendor != "postgresql":
+            raise CommandError(f"The database {using!r} is not PostgreSQL: nothing to sweep.")
+        grace = app_settings.SWEEP_GRACE if options["grace"] is None else options["grace"]
+        if grace < 0:
+            raise CommandError(f"--grace must be 0 or more seconds, not {grace!r}.")
+        batch_size = options["batch_size"]
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
+        dry_run = options["dry_run"]
+        oid_columns, name_columns = reference_columns(using)
+
+        found = freed = total_bytes = 0
+        after = 0
+        while True:
+            batch = lo.sweep_candidates(
+                using,
+                grace=grace,
+                oid_columns=oid_columns,
+                name_columns=name_columns,
+                after=after,
+                limit=batch_size,
+            )
+            if not batch:
+                break
+            after = batch[-1]
+            found += len(batch)
+            with transaction.atomic(using=using):
+                for oid in batch:
+                    total_bytes += lo.size(oid, using)
+                    if not dry_run and lo.unlink(oid, using):
+                        freed += 1
+            if options["verbosity"] >= 2:
+                verb = "Would free" if dry_run else "Freed"
+                self.stdout.write(f"{verb} {len(batch)} objects: {batch[0]}..{batch[-1]}")
+        if dry_run:
+            self.stdout.write(
+                f"Found {found} unreferenced large object(s), {total_bytes} bytes; "
+                "nothing freed (--dry-run)."
+            )
+        else:
+            self.stdout.write(
+                f"Found {found} unreferenced large object(s), {total_bytes} bytes; freed {freed}."
+            )
