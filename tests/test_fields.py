@@ -134,7 +134,7 @@ def test_admin_file_widget_shows_the_current_file() -> None:
 
 
 def test_storage_other_than_large_objects_is_a_check_error() -> None:
-    class Bad(models.Model):
+    class Bad(models.Model):  # noqa: DJ008
         attachment = LargeObjectField(storage=FileSystemStorage())
 
         class Meta:

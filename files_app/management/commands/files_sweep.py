@@ -49,7 +49,7 @@ class Command(BaseCommand):
             type=int,
             default=MAX_BATCH,
             metavar="N",
-            help=f"Free at most N objects per transaction (1 to {MAX_BATCH}, default {MAX_BATCH}).",
+            help=f"Free at most N objects per transaction (1 to {MAX_BATCH}; the default).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
