@@ -76,7 +76,10 @@ ASGI_APPLICATION = "minicloud.asgi.application"
 
 DATABASES = {
     "default": dj_database_url.parse(
-        database_url(datadir=BASE_DIR / ".pgdata", database="minicloud"),
+        database_url(
+            datadir=Path(os.environ.get("MINICLOUD_PGDATA", BASE_DIR / ".pgdata")),
+            database="minicloud",
+        ),
         conn_max_age=int(os.environ.get("MINICLOUD_CONN_MAX_AGE", "0")),
     )
 }

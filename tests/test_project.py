@@ -1,0 +1,173 @@
+"""The minicloud project end to end: `manage.py serve` as the README's ./run runs it.
+
+These run the project in subprocesses (the suite itself never imports minicloud).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(DJANGO_SECRET_KEY="test-project-key", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, ""
+
+
+class Serve:
+    """`manage.py serve` in a subprocess, with its output collected."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", f"127.0.0.1:{self.port}"],
+            cwd=ROOT,
+            env=_env(MINICLOUD_PGDATA=str(pgdata)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                status, _ = _get(f"http://127.0.0.1:{self.port}/admin/login/")
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if status == 200:
+                return
+        self.stop(signal.SIGKILL)
+        pytest.fail(f"manage.py serve did not come up:\n{self.output}")
+
+    def stop(self, signum: int) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            out, _ = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        self.output += out
+        return self.process.returncode
+
+
+@pytest.fixture
+def pgdata(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pgdata"
+    yield path
+    pid_file = path / "postmaster.pid"
+    if pid_file.exists():  # never leave a server behind, even when a test failed
+        pid = int(pid_file.read_text().split()[0])
+        try:
+            os.kill(pid, signal.SIGQUIT)
+        except ProcessLookupError:
+            pass
+
+
+def _postmaster_pid(pgdata: Path) -> int:
+    return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pid: int) -> bool:
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+@pytest.mark.slow
+def test_serve_sets_up_serves_and_stops_its_database(pgdata: Path) -> None:
+    first = Serve(pgdata)
+    first.wait_until_serving()
+    status, body = _get(f"http://127.0.0.1:{first.port}/")
+    assert status == 200 and "minicloud" in body and "/admin/" in body
+    postmaster = _postmaster_pid(pgdata)
+    assert first.stop(signal.SIGTERM) != -signal.SIGKILL
+    assert _wait_gone(postmaster), "SIGTERM left PostgreSQL running"
+    match = re.search(r"username 'admin', password '([^']+)'", first.output)
+    assert match, first.output
+    assert len(match.group(1)) >= 12
+
+    # Again, stopped with Ctrl-C this time: same data directory, same admin, no new password.
+    second = Serve(pgdata)
+    second.wait_until_serving()
+    postmaster = _postmaster_pid(pgdata)
+    second.stop(signal.SIGINT)
+    assert _wait_gone(postmaster), "Ctrl-C left PostgreSQL running"
+    assert "Admin account: 'admin'" in second.output
+    assert "password" not in second.output.split("Admin account:")[0].lower()
+
+
+def test_database_url_starts_no_embedded_server(tmp_path: Path) -> None:
+    settings = connection.settings_dict
+    url = f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/postgres"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "showmigrations", "files_app"],
+        cwd=ROOT,
+        env=_env(DATABASE_URL=url, MINICLOUD_PGDATA=str(tmp_path / "pg")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "files_app" in result.stdout
+    assert not (tmp_path / "pg").exists()
+
+
+def test_non_postgresql_database_url_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_env(DATABASE_URL="sqlite:///db.sqlite3", MINICLOUD_PGDATA=str(tmp_path / "pg")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "needs PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
