@@ -5,6 +5,7 @@ These run the project in subprocesses (the suite itself never imports minicloud)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -95,10 +96,8 @@ def pgdata(tmp_path: Path) -> Iterator[Path]:
     pid_file = path / "postmaster.pid"
     if pid_file.exists():  # never leave a server behind, even when a test failed
         pid = int(pid_file.read_text().split()[0])
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass
 
 
 def _postmaster_pid(pgdata: Path) -> int:
