@@ -13,6 +13,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DataError, connection, transaction
 from django.test import Client
+from django.utils.datastructures import MultiValueDict
 
 from files_app import lo
 from files_app.models import StoredFile
@@ -194,7 +195,8 @@ class StrictForm(forms.ModelForm):  # type: ignore[type-arg]
 def test_a_form_that_fails_validation_stores_nothing(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     form = StrictForm(
-        data={"name": "forbidden"}, files={"file": SimpleUploadedFile("a.txt", b"abc")}
+        data={"name": "forbidden"},
+        files=MultiValueDict({"file": [SimpleUploadedFile("a.txt", b"abc")]}),
     )
     assert not form.is_valid()
     assert lo_count() == before

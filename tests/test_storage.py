@@ -38,7 +38,9 @@ def stored(storage: LargeObjectStorage) -> Iterator[str]:
 
 def test_is_the_default_storage_from_storages_setting() -> None:
     assert isinstance(default_storage, LargeObjectStorage)
-    assert storages["default"].using == "default"
+    configured = storages["default"]
+    assert isinstance(configured, LargeObjectStorage)
+    assert configured.using == "default"
 
 
 def test_options_come_from_storages_and_unknown_ones_are_rejected() -> None:
