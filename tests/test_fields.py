@@ -13,6 +13,7 @@ from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connection, models
+from django.test.utils import isolate_apps
 from django.utils.datastructures import MultiValueDict
 from PIL import Image
 
@@ -134,6 +135,7 @@ def test_admin_file_widget_shows_the_current_file() -> None:
     doc.delete()
 
 
+@isolate_apps("tests.testapp")
 def test_storage_other_than_large_objects_is_a_check_error() -> None:
     class Bad(models.Model):  # noqa: DJ008
         attachment = LargeObjectField(storage=FileSystemStorage())
