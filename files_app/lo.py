@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import NotSupportedError, connections
+from django.db import DatabaseError, NotSupportedError, connections
 
 __all__ = [
     "OWNER_TAG",
@@ -50,10 +50,20 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 @contextmanager
+def _missing_is_file_not_found() -> Iterator[None]:
+    try:
+        yield
+    except DatabaseError as exc:
+        if _sqlstate(exc) == UNDEFINED_OBJECT:
+            raise FileNotFoundError(str(exc.__cause__ or exc).strip()) from exc
+        raise
+
+
+@contextmanager
 def _cursor(using: str, *, binary: bool = False) -> Iterator[Any]:
     """Yield a cursor; on psycopg 3 with ``binary``, one that returns binary results."""
     connection = _check_vendor(using)
-    try:
+    with _missing_is_file_not_found():
         if binary and _is_psycopg3(connection):
             # bytea in binary format is ~3x faster than hex text (DESIGN.md); Django's own
             # cursor uses client-side binding and text results, so open a raw one.
@@ -66,10 +76,6 @@ def _cursor(using: str, *, binary: bool = False) -> Iterator[Any]:
         else:
             with connection.cursor() as cursor:
                 yield cursor
-    except Exception as exc:
-        if _sqlstate(exc) == UNDEFINED_OBJECT:
-            raise FileNotFoundError(str(exc.__cause__ or exc).strip()) from exc
-        raise
 
 
 def _is_psycopg3(connection: Any) -> bool:
@@ -94,11 +100,28 @@ def create(using: str) -> int:
 
 def write(oid: int, offset: int, data: bytes | memoryview, using: str) -> None:
     """Write ``data`` into the large object at ``offset``."""
+    connection = _check_vendor(using)
+    if not _is_psycopg3(connection) and connection.in_atomic_block:
+        # psycopg2 can only send bytea as an escaped text literal (slow, and several
+        # copies in memory); inside a transaction its binary lo_write is available.
+        _write_psycopg2(connection, oid, offset, data)
+        return
     with _cursor(using, binary=True) as cursor:
-        if _is_psycopg3(connections[using]):
+        if _is_psycopg3(connection):
             cursor.execute("SELECT lo_put(%s::oid, %s::int8, %b)", (oid, offset, data))
         else:
             cursor.execute("SELECT lo_put(%s::oid, %s::int8, %s)", (oid, offset, data))
+
+
+def _write_psycopg2(connection: Any, oid: int, offset: int, data: bytes | memoryview) -> None:
+    connection.ensure_connection()
+    with _missing_is_file_not_found(), connection.wrap_database_errors:
+        lobject = connection.connection.lobject(oid, "wb")
+        try:
+            lobject.seek(offset)
+            lobject.write(bytes(data))
+        finally:
+            lobject.close()
 
 
 def read(oid: int, offset: int, length: int, using: str) -> bytes:
