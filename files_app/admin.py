@@ -1,23 +1,269 @@
-"""Admin pages for stored files."""
+"""Admin pages for stored files: upload (several at once), browse, preview, replace, share."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.db.models import Count, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import URLPattern
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.csrf import csrf_exempt
 
 from files_app.models import StoredFile
+from files_app.sharing import make_share_url
+from files_app.uploadhandler import LargeObjectUploadHandler, UploadTooLarge
+
+__all__ = ["StoredFileAdmin"]
+
+SHARE_EXPIRY_CHOICES = [
+    ("3600", "1 hour"),
+    ("86400", "1 day"),
+    ("604800", "7 days"),
+    ("2592000", "30 days"),
+]
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """A file field that accepts several files at once."""
+
+    widget = MultipleFileInput
+
+    def clean(self, data: Any, initial: Any = None) -> Any:
+        if isinstance(data, list | tuple):
+            return [super(MultipleFileField, self).clean(item, initial) for item in data]
+        return [super().clean(data, initial)]
+
+
+class StoredFileAddForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The add form: one or several files, each becoming a stored file."""
+
+    file = MultipleFileField(
+        help_text="Choose one or several files. Each becomes a stored file; the name and "
+        "content type below apply to a single file only."
+    )
+
+    class Meta:
+        model = StoredFile
+        fields = ["file", "name", "content_type", "public", "owner"]
+
+    def clean_file(self) -> Any:
+        files = self.cleaned_data["file"]
+        self.extra_files = files[1:]
+        return files[0]
+
+
+class ShareActionForm(ActionForm):
+    expires_in = forms.ChoiceField(
+        choices=SHARE_EXPIRY_CHOICES, initial="86400", required=False, label="Share link for"
+    )
 
 
 @admin.register(StoredFile)
 class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Upload, browse, replace and delete stored files."""
+    """Upload, browse, preview, replace, share and delete stored files."""
 
-    list_display = ["name", "human_size", "content_type", "public", "owner", "created"]
+    list_display = [
+        "name",
+        "human_size",
+        "content_type",
+        "public",
+        "owner",
+        "created",
+        "download_link",
+    ]
     list_filter = ["public", "content_type", "created"]
     search_fields = ["name"]
-    readonly_fields = ["uuid", "size", "sha256", "created", "updated"]
     date_hierarchy = "created"
+    list_select_related = ["owner"]
+    readonly_fields = [
+        "preview",
+        "download_link",
+        "uuid",
+        "human_size",
+        "sha256",
+        "created",
+        "updated",
+    ]
+    actions = ["make_public", "make_private", "create_share_links"]
+    action_form = ShareActionForm
+    change_list_template = "admin/files_app/storedfile/change_list.html"
+
+    class Media:
+        js = ["files_app/upload-progress.js"]
+        css = {"all": ["files_app/admin.css"]}
+
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: StoredFile | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        if obj is None:
+            kwargs["form"] = StoredFileAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: StoredFile | None = None) -> Any:
+        if obj is None:
+            return [(None, {"fields": ["file", "name", "content_type", "public", "owner"]})]
+        return [
+            (None, {"fields": ["preview", "download_link", "file", "name", "content_type"]}),
+            ("Access", {"fields": ["public", "owner"]}),
+            ("Details", {"fields": ["uuid", "human_size", "sha256", "created", "updated"]}),
+        ]
+
+    # -- uploads --------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        urls = super().get_urls()
+        for pattern in urls:
+            if pattern.name in (self._url_name("add"), self._url_name("change")):
+                pattern.callback = self._streaming_uploads(pattern.callback)
+        return urls
+
+    def _url_name(self, view: str) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+
+    def _streaming_uploads(self, view: Any) -> Any:
+        # Upload handlers must be set before anything reads request.POST, and the CSRF
+        # middleware does; the wrapped admin view still checks the CSRF token itself.
+        @csrf_exempt
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method == "POST":
+                request.upload_handlers = [LargeObjectUploadHandler(request)]
+            try:
+                response: HttpResponseBase = view(request, *args, **kwargs)
+            except UploadTooLarge as exc:
+                return self._too_large(request, exc)
+            return response
+
+        return wrapper
+
+    def _too_large(self, request: HttpRequest, exc: UploadTooLarge) -> HttpResponse:
+        return TemplateResponse(
+            request,
+            "admin/files_app/storedfile/too_large.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "limit": filesizeformat(exc.limit),
+                "title": "Upload too large",
+            },
+            status=413,
+        )
+
+    def save_model(self, request: HttpRequest, obj: StoredFile, form: Any, change: bool) -> None:
+        if not change and obj.owner_id is None:
+            obj.owner = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+        for upload in getattr(form, "extra_files", []):
+            StoredFile(file=upload, public=obj.public, owner=obj.owner).save()
+        if extra := len(getattr(form, "extra_files", [])):
+            self.message_user(request, f"Uploaded {extra + 1} files.", messages.SUCCESS)
+
+    # -- change list ----------------------------------------------------------------
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if isinstance(response, TemplateResponse) and response.context_data:
+            changelist = response.context_data.get("cl")
+            if changelist is not None:
+                totals = changelist.queryset.aggregate(files=Count("pk"), bytes=Sum("size"))
+                response.context_data["totals"] = {
+                    "files": totals["files"],
+                    "bytes": filesizeformat(totals["bytes"] or 0),
+                }
+        return response
 
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: StoredFile) -> str:
-        return filesizeformat(obj.size)
+        return f"{filesizeformat(obj.size)} ({obj.size} bytes)" if obj.pk else "-"
+
+    @admin.display(description="download")
+    def download_link(self, obj: StoredFile) -> str:
+        if not obj.pk:
+            return "-"
+        return format_html('<a href="{}">download</a>', obj.get_absolute_url())
+
+    @admin.display(description="preview")
+    def preview(self, obj: StoredFile) -> str:
+        if not obj.pk:
+            return "-"
+        url = obj.get_absolute_url()
+        kind = obj.content_type.split("/")[0]
+        if obj.content_type in ("image/svg+xml",):
+            return format_html('<a href="{}">SVG files are not previewed inline.</a>', url)
+        if kind == "image":
+            return format_html('<img class="files-app-preview" src="{}" alt="{}">', url, obj.name)
+        if kind == "video":
+            return format_html(
+                '<video class="files-app-preview" src="{}" controls preload="metadata"></video>',
+                url,
+            )
+        if kind == "audio":
+            return format_html('<audio src="{}" controls preload="metadata"></audio>', url)
+        if obj.content_type in ("application/pdf", "text/plain") or obj.content_type.startswith(
+            "text/plain"
+        ):
+            return format_html(
+                '<iframe class="files-app-preview" src="{}" sandbox title="{}"></iframe>',
+                url,
+                obj.name,
+            )
+        return "No preview for this type."
+
+    # -- actions --------------------------------------------------------------------
+
+    @admin.action(description="Make selected files public", permissions=["change"])
+    def make_public(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        count = queryset.update(public=True)
+        self.message_user(request, f"{count} file(s) are now public.", messages.SUCCESS)
+
+    @admin.action(description="Make selected files private", permissions=["change"])
+    def make_private(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        count = queryset.update(public=False)
+        self.message_user(request, f"{count} file(s) are now private.", messages.SUCCESS)
+
+    @admin.action(description="Create share links for selected files", permissions=["view"])
+    def create_share_links(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        seconds = int(request.POST.get("expires_in") or 86400)
+        if str(seconds) not in dict(SHARE_EXPIRY_CHOICES):
+            self.message_user(request, f"Unknown expiry {seconds!r}.", messages.ERROR)
+            return
+        expires_in = timedelta(seconds=seconds)
+        links = [
+            (
+                stored.name,
+                request.build_absolute_uri(
+                    make_share_url(stored.uuid, stored.download_name, expires_in)
+                ),
+            )
+            for stored in queryset
+        ]
+        label = dict(SHARE_EXPIRY_CHOICES)[str(seconds)]
+        self.message_user(
+            request,
+            format_html(
+                "Share links, valid for {}: <ul>{}</ul>",
+                label,
+                format_html_join(
+                    "",
+                    '<li>{}: <a class="share-link" href="{}">{}</a></li>',
+                    ((name, url, url) for name, url in links),
+                ),
+            ),
+            messages.SUCCESS,
+        )

@@ -26,6 +26,15 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                     id="files_app.E001" if name == "CHUNK_SIZE" else "files_app.E002",
                 )
             )
+    limit = app_settings.MAX_UPLOAD_SIZE
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        errors.append(
+            checks.Error(
+                f"FILES_APP_MAX_UPLOAD_SIZE must be a size in bytes or None, not {limit!r}.",
+                hint="Use None for no limit, or for example 2 * 1024**3 for 2 GiB.",
+                id="files_app.E004",
+            )
+        )
     grace = app_settings.SWEEP_GRACE
     if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
         errors.append(

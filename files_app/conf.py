@@ -30,6 +30,11 @@ class Settings:
         return self._get("MAX_RANGES", 100)  # type: ignore[no-any-return]
 
     @property
+    def MAX_UPLOAD_SIZE(self) -> int | None:
+        """The largest upload, in bytes, the upload handler accepts; None for no limit."""
+        return self._get("MAX_UPLOAD_SIZE", None)  # type: ignore[no-any-return]
+
+    @property
     def SWEEP_GRACE(self) -> int:
         """Seconds an unreferenced large object is left alone before the sweeper frees it."""
         return self._get("SWEEP_GRACE", 24 * 3600)  # type: ignore[no-any-return]

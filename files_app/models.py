@@ -119,13 +119,17 @@ class StoredFile(models.Model):
     def _store_upload(self) -> None:
         upload = self.file.file
         original_name = posixpath.basename(str(self.file.name or "").replace("\\", "/"))
-        reader = HashingReader(upload, original_name)
-        self.file.save(original_name or "upload", reader, save=False)
-        self.size = reader.length
-        self.sha256 = reader.sha256.hexdigest()
+        if hasattr(upload, "adopt"):
+            # LargeObjectUploadHandler already stored it, hashing on the way.
+            self.file.save(original_name or "upload", upload, save=False)
+            self.size, self.sha256, head = upload.size, upload.sha256, upload.head
+        else:
+            reader = HashingReader(upload, original_name)
+            self.file.save(original_name or "upload", reader, save=False)
+            self.size, self.sha256, head = reader.length, reader.sha256.hexdigest(), reader.head
         loaded_name, loaded_type = self._loaded
         if not self.name or self.name == loaded_name:
             self.name = original_name or str(self.uuid)
         declared = self.content_type if self.content_type != loaded_type else ""
         declared = declared or str(getattr(upload, "content_type", None) or "")
-        self.content_type = content_type_for(declared, reader.head, self.name)
+        self.content_type = content_type_for(declared, head, self.name)

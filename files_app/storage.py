@@ -202,6 +202,13 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         return LargeObjectFile(name, oid, self)
 
     def _save(self, name: str, content: File[Any] | IO[Any]) -> str:
+        directory, basename = posixpath.split(clean_name(name))
+        adopt = getattr(content, "adopt", None)
+        if callable(adopt) and getattr(content, "using", None) == self.using:
+            # Streamed into a large object by LargeObjectUploadHandler: keep it, no copy.
+            adopt()
+            oid = content.oid  # type: ignore[union-attr]
+            return posixpath.join(directory, str(oid), basename or str(oid))
         # One transaction: a failure part-way leaves no half-written object behind.
         with transaction.atomic(using=self.using):
             oid = lo.create(self.using)
@@ -211,7 +218,6 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 if data:
                     lo.write(oid, offset, data, self.using)
                     offset += len(data)
-        directory, basename = posixpath.split(clean_name(name))
         return posixpath.join(directory, str(oid), basename or str(oid))
 
     def _chunks(self, content: Any) -> Iterator[bytes | str]:

@@ -11,4 +11,5 @@ app_name = "files_app"
 urlpatterns = [
     path("<uuid:uuid>/<path:filename>", views.StoredFileView.as_view(), name="download"),
     path("lo/<str:token>/<path:filename>", views.StorageFileView.as_view(), name="storage-file"),
+    path("share/<str:token>/<path:filename>", views.SharedFileView.as_view(), name="share"),
 ]

@@ -12,7 +12,14 @@ from asgiref.sync import sync_to_async
 from django.core.files.storage import Storage
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Model, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseGone,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
@@ -22,11 +29,13 @@ from files_app import ranges
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile
+from files_app.sharing import LinkState, read_share_token
 from files_app.storage import LargeObjectFile, LargeObjectStorage, unsign_oid
 
 __all__ = [
     "LargeObjectResponse",
     "LargeObjectView",
+    "SharedFileView",
     "StorageFileView",
     "StoredFileView",
     "content_disposition",
@@ -302,6 +311,36 @@ class StoredFileView(LargeObjectView):
         if self.object.public:
             return "public, max-age=300"
         return "private, no-cache"
+
+
+class SharedFileView(StoredFileView):
+    """Serve a stored file, private or not, to anyone holding an unexpired share link.
+
+    A tampered link is 404 and an expired one 410; neither says anything about the file.
+    """
+
+    def get_object(self) -> StoredFile:
+        state, file_uuid = read_share_token(self.kwargs["token"])
+        if state is LinkState.EXPIRED:
+            raise LinkExpired()
+        if state is not LinkState.VALID:
+            raise Http404("Invalid share link.")
+        return get_object_or_404(self.model._default_manager.all(), uuid=file_uuid)
+
+    def get_cache_control(self) -> str | None:
+        return "private, no-cache"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except LinkExpired:
+            return HttpResponseGone(
+                "This share link has expired.\n", content_type="text/plain; charset=utf-8"
+            )
+
+
+class LinkExpired(Exception):
+    """A share link's time is up."""
 
 
 class StorageFileView(LargeObjectView):

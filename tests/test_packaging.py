@@ -41,4 +41,6 @@ def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
     assert "files_app/py.typed" in names
     assert "files_app/migrations/0001_initial.py" in names
     assert "files_app/management/commands/files_sweep.py" in names
+    assert "files_app/templates/admin/files_app/storedfile/change_list.html" in names
+    assert "files_app/static/files_app/upload-progress.js" in names
     assert not [n for n in names if n.startswith(("minicloud/", "tests/", "bench/"))]

@@ -119,12 +119,44 @@ def _wait_gone(pid: int) -> bool:
     return not _alive(pid)
 
 
+CREATE_FILES = """
+from django.core.files.base import ContentFile
+from files_app.models import StoredFile
+for name, public in (("a&b <i>.txt", True), ("hidden.txt", False)):
+    StoredFile(file=ContentFile(b"bytes of " + name.encode(), name=name), public=public).save()
+"""
+
+
+def _check_public_files(port: int, pgdata: Path) -> None:
+    # A second command on the same .pgdata reuses the running server.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", CREATE_FILES],
+        cwd=ROOT,
+        env=_env(MINICLOUD_PGDATA=str(pgdata)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    status, page = _get(f"http://127.0.0.1:{port}/public/")
+    assert status == 200
+    assert "a&amp;b &lt;i&gt;.txt" in page and "hidden.txt" not in page
+    (link,) = re.findall(r'<a href="(/files/[^"]+)"', page)
+    status, body = _get(f"http://127.0.0.1:{port}{link}")
+    assert (status, body) == (200, "bytes of a&b <i>.txt")
+
+
 @pytest.mark.slow
 def test_serve_sets_up_serves_and_stops_its_database(pgdata: Path) -> None:
     first = Serve(pgdata)
-    first.wait_until_serving()
-    status, body = _get(f"http://127.0.0.1:{first.port}/")
-    assert status == 200 and "minicloud" in body and "/admin/" in body
+    try:
+        first.wait_until_serving()
+        status, body = _get(f"http://127.0.0.1:{first.port}/")
+        assert status == 200 and "minicloud" in body and "/admin/" in body
+        _check_public_files(first.port, pgdata)
+    except BaseException:
+        first.stop(signal.SIGKILL)
+        raise
     postmaster = _postmaster_pid(pgdata)
     assert first.stop(signal.SIGTERM) != -signal.SIGKILL
     assert _wait_gone(postmaster), "SIGTERM left PostgreSQL running"

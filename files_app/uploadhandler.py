@@ -1,0 +1,144 @@
+"""An upload handler that streams request bodies straight into large objects.
+
+No temporary file and no whole file in memory: each chunk goes to the database as it
+arrives, with its SHA-256 and size computed on the way. An upload that no model saves is
+unlinked when the request's files are closed; one that a model saves is adopted by
+:class:`~files_app.storage.LargeObjectStorage` without copying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.db import transaction
+from django.http import HttpRequest
+
+from files_app import lo
+from files_app.conf import app_settings
+from files_app.sniff import SNIFF_BYTES
+from files_app.storage import LargeObjectFile, LargeObjectStorage
+
+__all__ = ["LargeObjectUploadHandler", "LargeObjectUploadedFile", "UploadTooLarge"]
+
+
+class UploadTooLarge(Exception):
+    """The upload is larger than ``FILES_APP_MAX_UPLOAD_SIZE``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"The upload is larger than the limit of {limit} bytes.")
+
+
+class LargeObjectUploadedFile(UploadedFile):
+    """An uploaded file already stored in a large object."""
+
+    def __init__(
+        self,
+        oid: int,
+        storage: LargeObjectStorage,
+        name: str,
+        content_type: str | None,
+        size: int,
+        charset: str | None,
+        sha256: str,
+        head: bytes,
+        content_type_extra: dict[str, bytes] | None = None,
+    ) -> None:
+        self.oid = oid
+        self.using = storage.using
+        self.sha256 = sha256
+        self.head = head
+        self.adopted = False
+        self._opened = LargeObjectFile(name, oid, storage)
+        super().__init__(self._opened.file, name, content_type, size, charset, content_type_extra)
+
+    def chunks(self, chunk_size: int | None = None) -> Any:
+        return self._opened.chunks(chunk_size)
+
+    def multiple_chunks(self, chunk_size: int | None = None) -> bool:
+        return self._opened.multiple_chunks(chunk_size)
+
+    def adopt(self) -> None:
+        """Keep the object: a model now references it (once the transaction commits)."""
+
+        def adopted() -> None:
+            self.adopted = True
+
+        transaction.on_commit(adopted, using=self.using)
+
+    def close(self) -> None:
+        self._opened.close()
+        if not self.adopted:
+            # Nothing saved it (a form error, a rolled-back save): do not leave an orphan.
+            lo.unlink(self.oid, self.using)
+            self.adopted = True  # closing twice must not try again
+
+
+class LargeObjectUploadHandler(FileUploadHandler):
+    """Write each uploaded file into a new large object as it streams in."""
+
+    def __init__(self, request: HttpRequest | None = None) -> None:
+        super().__init__(request)
+        self.storage = LargeObjectStorage()
+        self.chunk_size = self.storage.chunk_size
+        self.max_size: int | None = app_settings.MAX_UPLOAD_SIZE
+
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: dict[str, Any],
+        content_length: int,
+        boundary: Any,
+        encoding: str | None = None,
+    ) -> None:
+        # Refuse an oversized body before reading any of it.
+        if self.max_size is not None and content_length > self.max_size + 64 * 1024:
+            raise UploadTooLarge(self.max_size)
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        super().new_file(*args, **kwargs)
+        self.oid = lo.create(self.storage.using)
+        self.sha256 = hashlib.sha256()
+        self.head = b""
+        self.size = 0
+        self.buffer = bytearray()
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        self.buffer += raw_data
+        self.size += len(raw_data)
+        if self.max_size is not None and self.size > self.max_size:
+            lo.unlink(self.oid, self.storage.using)
+            raise UploadTooLarge(self.max_size)
+        if len(self.buffer) >= self.chunk_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        lo.write(self.oid, self.size - len(data), data, self.storage.using)
+        self.sha256.update(data)
+        if len(self.head) < SNIFF_BYTES:
+            self.head += data[: SNIFF_BYTES - len(self.head)]
+
+    def file_complete(self, file_size: int) -> LargeObjectUploadedFile:
+        self._flush()
+        return LargeObjectUploadedFile(
+            self.oid,
+            self.storage,
+            self.file_name or "upload",
+            self.content_type,
+            self.size,
+            self.charset,
+            self.sha256.hexdigest(),
+            self.head,
+            self.content_type_extra,
+        )
+
+    def upload_interrupted(self) -> None:
+        if getattr(self, "oid", None) is not None:
+            lo.unlink(self.oid, self.storage.using)

@@ -1,0 +1,227 @@
+"""The stored-file admin: streaming uploads, listing, preview, replace, actions, limits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
+from django.test import Client, override_settings
+
+from files_app import lo
+from files_app.models import StoredFile
+from files_app.sharing import make_share_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ADD_URL = "/admin/files_app/storedfile/"
+
+
+@pytest.fixture
+def admin_user() -> User:
+    return User.objects.create_superuser("admin", password="pw")
+
+
+@pytest.fixture
+def client(admin_user: User) -> Client:
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+def _store(data: bytes = b"data", name: str = "a.txt", **kwargs: object) -> StoredFile:
+    stored = StoredFile(file=ContentFile(data, name=name), **kwargs)
+    stored.save()
+    return stored
+
+
+def _no_temporary_files() -> mock._patch[mock.MagicMock]:
+    # Django's default handlers spill uploads over 2.5 MB to a temporary file on disk.
+    return mock.patch.object(
+        TemporaryUploadedFile, "__init__", side_effect=AssertionError("temporary file used")
+    )
+
+
+def test_upload_streams_into_a_large_object(
+    client: Client, admin_user: User, lo_count: Callable[[], int]
+) -> None:
+    data = bytes(range(256)) * 16_384  # 4 MiB: more than the in-memory upload limit
+    before = lo_count()
+    with _no_temporary_files():
+        response = client.post(
+            f"{ADD_URL}add/",
+            {"file": SimpleUploadedFile("big.bin", data, "application/octet-stream")},
+        )
+    assert response.status_code == 302, response.content[:2000]
+    stored = StoredFile.objects.get()
+    assert (stored.name, stored.size) == ("big.bin", len(data))
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.owner == admin_user
+    assert lo_count() == before + 1
+    with stored.file.open() as f:
+        assert hashlib.sha256(f.read()).hexdigest() == stored.sha256
+
+
+def test_several_files_at_once(client: Client, lo_count: Callable[[], int]) -> None:
+    before = lo_count()
+    files = [SimpleUploadedFile(f"{i}.txt", f"file {i}".encode(), "text/plain") for i in range(3)]
+    response = client.post(f"{ADD_URL}add/", {"file": files, "public": "on"})
+    assert response.status_code == 302
+    stored = StoredFile.objects.order_by("name")
+    assert [s.name for s in stored] == ["0.txt", "1.txt", "2.txt"]
+    assert all(s.public for s in stored)
+    assert lo_count() == before + 3
+
+
+def test_a_form_error_after_the_upload_leaves_no_object(
+    client: Client, lo_count: Callable[[], int]
+) -> None:
+    before = lo_count()
+    response = client.post(
+        f"{ADD_URL}add/", {"file": SimpleUploadedFile("a.txt", b"abc"), "name": "x" * 300}
+    )
+    assert response.status_code == 200
+    assert "at most 255 characters" in response.content.decode()
+    assert not StoredFile.objects.exists()
+    assert lo_count() == before
+
+
+@override_settings(FILES_APP_MAX_UPLOAD_SIZE=10_000)
+def test_an_upload_over_the_limit_is_413_and_leaves_nothing(
+    client: Client, lo_count: Callable[[], int]
+) -> None:
+    before = lo_count()
+    response = client.post(
+        f"{ADD_URL}add/", {"file": SimpleUploadedFile("big.bin", b"x" * 50_000)}
+    )
+    assert response.status_code == 413
+    assert "larger than the limit of 9.8\xa0KB" in response.content.decode()
+    assert not StoredFile.objects.exists()
+    assert lo_count() == before
+
+
+@override_settings(FILES_APP_MAX_UPLOAD_SIZE=100_000)
+def test_an_upload_under_the_limit_is_stored(client: Client) -> None:
+    response = client.post(f"{ADD_URL}add/", {"file": SimpleUploadedFile("ok.bin", b"x" * 5000)})
+    assert response.status_code == 302
+    assert StoredFile.objects.get().size == 5000
+
+
+def test_replacing_the_file_in_the_change_form(
+    client: Client, lo_count: Callable[[], int]
+) -> None:
+    stored = _store(b"old", "old.txt")
+    old_oid = stored.file.oid
+    before = lo_count()
+    change_url = f"{ADD_URL}{stored.pk}/change/"
+    page = client.get(change_url)
+    assert page.status_code == 200
+    response = client.post(
+        change_url,
+        {
+            "file": SimpleUploadedFile("new.txt", b"new content", "text/plain"),
+            "name": "old.txt",
+            "content_type": "text/plain",
+        },
+    )
+    assert response.status_code == 302, response.content[:3000]
+    stored.refresh_from_db()
+    assert (stored.name, stored.size) == ("new.txt", 11)
+    assert not lo.exists(old_oid, "default")
+    assert lo_count() == before
+
+
+def test_change_list_shows_files_totals_and_escapes_names(client: Client) -> None:
+    _store(b"x" * 2048, "<img src=x onerror=alert(1)>.txt")
+    _store(b"y" * 1024, "photo.png", public=True)
+    page = client.get(ADD_URL).content.decode()
+    assert "2 files, 3.0\xa0KB in total" in page
+    assert "<img src=x onerror" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.txt" in page
+    assert "photo.png" in page and "download</a>" in page
+    filtered = client.get(ADD_URL, {"public__exact": "1"}).content.decode()
+    assert "1 file, 1.0\xa0KB in total for this selection" in filtered
+    searched = client.get(ADD_URL, {"q": "photo"}).content.decode()
+    assert "1 file, 1.0\xa0KB in total for this selection" in searched
+
+
+@pytest.mark.parametrize(
+    ("content_type", "element"),
+    [
+        ("image/png", "<img"),
+        ("video/mp4", "<video"),
+        ("audio/mpeg", "<audio"),
+        ("application/pdf", "<iframe"),
+        ("text/plain", "<iframe"),
+        ("image/svg+xml", "not previewed inline"),
+        ("application/zip", "No preview"),
+    ],
+)
+def test_change_form_previews_through_the_download_view(
+    client: Client, content_type: str, element: str
+) -> None:
+    stored = _store(b"content", "f", content_type=content_type)
+    page = client.get(f"{ADD_URL}{stored.pk}/change/").content.decode()
+    assert element in page
+    if element.startswith("<"):
+        assert f'src="/files/{stored.uuid}/f"' in page
+
+
+def test_make_public_and_private_actions(client: Client) -> None:
+    files = [_store(), _store()]
+    ids = [f.pk for f in files]
+    client.post(ADD_URL, {"action": "make_public", "_selected_action": ids})
+    assert StoredFile.objects.filter(public=True).count() == 2
+    client.post(ADD_URL, {"action": "make_private", "_selected_action": ids})
+    assert StoredFile.objects.filter(public=True).count() == 0
+
+
+def test_share_link_action_makes_working_links(client: Client) -> None:
+    stored = _store(b"secret bytes", "secret.txt")
+    response = client.post(
+        ADD_URL,
+        {"action": "create_share_links", "_selected_action": [stored.pk], "expires_in": "3600"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "valid for 1 hour" in page
+    (link,) = re.findall(r'class="share-link" href="([^"]+)"', page)
+    anonymous = Client()
+    assert anonymous.get(f"/files/{stored.uuid}/secret.txt").status_code == 404
+    shared = anonymous.get(link.removeprefix("http://testserver"))
+    assert shared.status_code == 200
+    assert b"".join(shared.streaming_content) == b"secret bytes"  # type: ignore[attr-defined]
+
+
+def test_share_links_expire_and_resist_tampering() -> None:
+    stored = _store(b"secret", "s.txt")
+    anonymous = Client()
+    expired = make_share_url(stored.uuid, "s.txt", timedelta(seconds=-1))
+    response = anonymous.get(expired)
+    assert response.status_code == 410
+    assert b"secret" not in response.content
+    valid = make_share_url(stored.uuid, "s.txt", timedelta(hours=1))
+    token = valid.split("/")[-2]
+    tampered = valid.replace(token, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
+    assert anonymous.get(tampered).status_code == 404
+    assert anonymous.get("/files/share/garbage/s.txt").status_code == 404
+
+
+def test_share_link_to_a_deleted_file_is_404() -> None:
+    stored = _store()
+    link = make_share_url(stored.uuid, "a.txt", timedelta(hours=1))
+    stored.delete()
+    assert Client().get(link).status_code == 404
+
+
+def test_staff_without_permissions_cannot_see_the_admin_pages() -> None:
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    assert client.get(ADD_URL).status_code == 403
