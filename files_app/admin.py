@@ -75,7 +75,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     list_display = [
         "name",
-        "human_size",
+        "list_size",
         "content_type",
         "public",
         "owner",
@@ -187,6 +187,10 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     "bytes": filesizeformat(totals["bytes"] or 0),
                 }
         return response
+
+    @admin.display(description="size", ordering="size")
+    def list_size(self, obj: StoredFile) -> str:
+        return filesizeformat(obj.size)
 
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: StoredFile) -> str:

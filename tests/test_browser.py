@@ -1,0 +1,274 @@
+"""A real browser: headless Chromium (Debian's package), driven by Playwright, against a live
+server. It plays and seeks a video, and walks through the admin like a person would.
+
+Without /usr/bin/chromium these tests say "skipped: no browser"; in CI (CI=true), where
+.ci/run installs it, a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.base import File
+
+from files_app.models import StoredFile
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls made here between
+# browser steps are ordinary blocking calls.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+VIDEO_SECONDS = 40
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Chromium: .ci/run installs Debian's chromium package.")
+        pytest.skip("skipped: no browser")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def video_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WebM of some 20 MB, made with the ffmpeg that the imageio-ffmpeg wheel ships.
+
+    Large enough that Chromium does not buffer it whole: seeking needs new range requests.
+    """
+    import imageio_ffmpeg
+
+    path = tmp_path_factory.mktemp("video") / "clip.webm"
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=duration={VIDEO_SECONDS}:size=640x360:rate=25",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "4M",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            "25",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return path
+
+
+def _log_ranges(page: Any) -> list[tuple[int, str | None]]:
+    """Record (status, Range header) of every response to a /files/ URL."""
+    log: list[tuple[int, str | None]] = []
+
+    def on_response(response: Any) -> None:
+        if "/files/" in response.url:
+            log.append((response.status, response.request.headers.get("range")))
+
+    page.on("response", on_response)
+    return log
+
+
+SEEK = """async (target) => {
+  const video = document.querySelector("video");
+  if (video.readyState < 1) {
+    await new Promise((ok, fail) => {
+      video.addEventListener("loadedmetadata", ok, {once: true});
+      video.addEventListener("error", () => fail(new Error("video error")), {once: true});
+    });
+  }
+  const time = target === "end" ? video.duration - 0.5 : video.duration * target;
+  const seeked = new Promise((ok) => video.addEventListener("seeked", ok, {once: true}));
+  video.currentTime = time;
+  await seeked;
+  return {
+    duration: video.duration,
+    currentTime: video.currentTime,
+    seekableEnd: video.seekable.length ? video.seekable.end(0) : 0,
+    error: video.error ? video.error.code : null,
+  };
+}"""
+
+
+def _play_and_seek(page: Any) -> None:
+    page.wait_for_selector("video")
+    middle = page.evaluate(SEEK, 0.5)
+    assert middle["error"] is None
+    assert abs(middle["duration"] - VIDEO_SECONDS) < 1
+    assert abs(middle["seekableEnd"] - middle["duration"]) < 0.5  # seekable: ranges work
+    assert abs(middle["currentTime"] - middle["duration"] / 2) < 1.5
+    end = page.evaluate(SEEK, "end")
+    assert end["error"] is None
+    assert end["currentTime"] > end["duration"] - 1.5
+
+
+def test_chromium_plays_and_seeks_a_video(
+    browser: Any, live_server: Any, video_path: Path
+) -> None:
+    with video_path.open("rb") as f:
+        stored = StoredFile(file=File(f, name="clip.webm"), public=True)
+        stored.save()
+    assert stored.content_type == "video/webm"
+    page = browser.new_page()
+    log = _log_ranges(page)
+    page.set_content(
+        f'<video src="{live_server.url}{stored.get_absolute_url()}" preload="metadata" '
+        "muted controls></video>"
+    )
+    _play_and_seek(page)
+    page.close()
+    ranged = [(status, header) for status, header in log if header]
+    assert ranged, f"Chromium sent no Range requests: {log}"
+    assert all(status == 206 for status, _ in ranged), log
+    # Seeking to the middle and the end needs requests that do not start at byte 0.
+    assert any(not header.startswith("bytes=0-") for _, header in ranged), log
+    stored.delete()
+
+
+SAMPLES = {
+    "notes.txt": b"Plain text notes.\n" * 50,
+    "report.pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 4000,
+    "photo.png": b"\x89PNG\r\n\x1a\n" + b"\0" * 30_000,
+}
+
+
+def _sample(directory: Path, name: str) -> str:
+    path = directory / name
+    path.write_bytes(SAMPLES[name])
+    return str(path)
+
+
+def _login(page: Any, url: str, username: str, password: str) -> None:
+    page.goto(f"{url}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+
+
+def test_admin_walkthrough(
+    browser: Any,
+    live_server: Any,
+    video_path: Path,
+    lo_count: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    User.objects.create_superuser("admin", password="walkthrough-pw")
+    before = lo_count()
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    page = context.new_page()
+    _login(page, live_server.url, "admin", "walkthrough-pw")
+
+    # Upload (through the progress-bar script and the streaming upload handler).
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/add/")
+    page.set_input_files("#id_file", str(video_path))
+    page.click("input[name=_save]")
+    page.wait_for_url(re.compile(r"/admin/files_app/storedfile/$"))
+    assert "clip.webm" in page.content()
+    assert lo_count() == before + 1
+    stored = StoredFile.objects.get(name="clip.webm")
+    assert stored.size == video_path.stat().st_size
+
+    # Several files at once.
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/add/")
+    page.set_input_files("#id_file", [_sample(tmp_path, name) for name in SAMPLES])
+    page.click("input[name=_save]")
+    page.wait_for_url(re.compile(r"/admin/files_app/storedfile/$"))
+    assert "4 files," in page.content()
+    assert lo_count() == before + 4
+    page.screenshot(path=str(ARTIFACTS / "admin-changelist.png"), full_page=True)
+
+    # The change form previews the video in a player that seeks, through the range view.
+    log = _log_ranges(page)
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/{stored.pk}/change/")
+    _play_and_seek(page)
+    assert any(status == 206 for status, _ in log), log
+    page.evaluate("document.querySelector('video').pause()")
+    page.screenshot(path=str(ARTIFACTS / "admin-change.png"), full_page=True)
+
+    # Private: an anonymous visitor gets 404.
+    anonymous = browser.new_context()
+    url = f"{live_server.url}{stored.get_absolute_url()}"
+    assert anonymous.request.get(url).status == 404
+
+    # Make it public with the action; now anyone can download it.
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/")
+    page.check(f"input[name=_selected_action][value='{stored.pk}']")
+    page.select_option("select[name=action]", "make_public")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=are now public")
+    response = anonymous.request.get(url)
+    assert response.status == 200 and response.body() == video_path.read_bytes()
+
+    # Make it private again and share it; the link works logged out.
+    page.check(f"input[name=_selected_action][value='{stored.pk}']")
+    page.select_option("select[name=action]", "make_private")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=are now private")
+    assert anonymous.request.get(url).status == 404
+    page.check(f"input[name=_selected_action][value='{stored.pk}']")
+    page.select_option("select[name=action]", "create_share_links")
+    page.select_option("select[name=expires_in]", "3600")
+    page.click("button[name=index]")
+    link = page.get_attribute("a.share-link", "href")
+    assert link
+    shared = anonymous.request.get(link, headers={"Range": "bytes=0-99"})
+    assert shared.status == 206 and shared.body() == video_path.read_bytes()[:100]
+
+    # Delete it through the admin: the large object goes too.
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/{stored.pk}/delete/")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/files_app/storedfile/$"))
+    assert not StoredFile.objects.filter(pk=stored.pk).exists()
+    assert lo_count() == before + 3
+
+    # Bulk delete the rest: every large object is freed.
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "delete_selected")
+    page.click("button[name=index]")
+    page.click("input[type=submit]")  # "Yes, I'm sure"
+    page.wait_for_selector("text=Successfully deleted 3")
+    assert not StoredFile.objects.exists()
+    assert lo_count() == before
+    anonymous.close()
+    context.close()
