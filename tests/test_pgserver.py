@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from files_app import pgserver
 from files_app.pgserver import PostgresServer, PostgresServerError
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _postmaster_pid(datadir: Path) -> int:
-    return int((datadir / "postmaster.pid").read_text().splitlines()[0])
+from tests.processes import pid_alive, postmaster_pid
 
 
 def test_start_reuse_and_stop(tmp_path: Path) -> None:
@@ -29,7 +17,7 @@ def test_start_reuse_and_stop(tmp_path: Path) -> None:
     server.start()
     try:
         assert server.owner and server.port
-        pid = _postmaster_pid(datadir)
+        pid = postmaster_pid(datadir)
         assert "PostgreSQL 18" in server.psql("-Atc", "SELECT version()")
         # A second process pointed at the same directory finds and reuses the server.
         other = PostgresServer(datadir)
@@ -38,7 +26,7 @@ def test_start_reuse_and_stop(tmp_path: Path) -> None:
         assert server.psql("-Atc", "SELECT 1", database="reused").strip() == "1"
     finally:
         server.stop()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert PostgresServer(datadir).running_port() is None
     server.stop()  # stopping twice is harmless
 

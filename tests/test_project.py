@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests.processes import pid_alive, postmaster_pid
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -100,23 +102,11 @@ def pgdata(tmp_path: Path) -> Iterator[Path]:
             os.kill(pid, signal.SIGQUIT)
 
 
-def _postmaster_pid(pgdata: Path) -> int:
-    return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _wait_gone(pid: int) -> bool:
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return not _alive(pid)
+    return not pid_alive(pid)
 
 
 CREATE_FILES = """
@@ -157,7 +147,7 @@ def test_serve_sets_up_serves_and_stops_its_database(pgdata: Path) -> None:
     except BaseException:
         first.stop(signal.SIGKILL)
         raise
-    postmaster = _postmaster_pid(pgdata)
+    postmaster = postmaster_pid(pgdata)
     assert first.stop(signal.SIGTERM) != -signal.SIGKILL
     assert _wait_gone(postmaster), "SIGTERM left PostgreSQL running"
     match = re.search(r"username 'admin', password '([^']+)'", first.output)
@@ -167,7 +157,7 @@ def test_serve_sets_up_serves_and_stops_its_database(pgdata: Path) -> None:
     # Again, stopped with Ctrl-C this time: same data directory, same admin, no new password.
     second = Serve(pgdata)
     second.wait_until_serving()
-    postmaster = _postmaster_pid(pgdata)
+    postmaster = postmaster_pid(pgdata)
     second.stop(signal.SIGINT)
     assert _wait_gone(postmaster), "Ctrl-C left PostgreSQL running"
     assert "Admin account: 'admin'" in second.output
