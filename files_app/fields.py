@@ -99,9 +99,6 @@ class LargeObjectField(models.FileField):
     def db_type(self, connection: Any) -> str:
         return "oid"
 
-    def rel_db_type(self, connection: Any) -> str:
-        return "oid"
-
     def get_prep_value(self, value: Any) -> int | None:
         value = models.Field.get_prep_value(self, value)
         if value is None or isinstance(value, int):

@@ -63,7 +63,7 @@ def find_bindir() -> Path:
     return bindir
 
 
-def _enter_user_namespace() -> None:
+def _enter_user_namespace() -> None:  # pragma: no cover (runs in the child, before exec)
     # Runs in the child between fork and exec: map our uid/gid to 1000 in a new user
     # namespace so that initdb/postgres see a non-root user (see user_namespaces(7)).
     uid, gid = os.getuid(), os.getgid()
@@ -79,7 +79,7 @@ def _enter_user_namespace() -> None:
         f.write(f"{NAMESPACE_UID} {gid} 1")
 
 
-def _become_nobody() -> None:
+def _become_nobody() -> None:  # pragma: no cover (runs in the child, before exec)
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)

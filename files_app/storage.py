@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.deconstruct import deconstructible
 from django.utils.encoding import filepath_to_uri
 from storages.base import BaseStorage
-from storages.utils import clean_name, get_available_overwrite_name, is_seekable
+from storages.utils import clean_name, get_available_overwrite_name
 
 from files_app import lo
 from files_app.conf import app_settings
@@ -221,13 +221,9 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         return posixpath.join(directory, str(oid), basename or str(oid))
 
     def _chunks(self, content: Any) -> Iterator[bytes | str]:
-        if hasattr(content, "chunks"):
-            yield from content.chunks(self.chunk_size)
-            return
-        if is_seekable(content):
-            content.seek(0)
-        while chunk := content.read(self.chunk_size):
-            yield chunk
+        # Storage.save() wraps file-likes in File; _save() may also be called directly.
+        source = content if hasattr(content, "chunks") else File(content)
+        yield from source.chunks(self.chunk_size)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         # Every save gets a new OID, so names never collide; leave room for "<oid>/".

@@ -24,6 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from files_app import ranges
 from files_app.conf import app_settings
@@ -130,6 +131,16 @@ class LargeObjectView(View):
 
     object: Any
 
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponseBase]:
+        view = super().as_view(**initkwargs)
+        # A view that only reads changes no state for CSRF to protect, and must answer
+        # POST & co. with 405 + Allow (RFC 9110 §15.5.6), not CsrfViewMiddleware's 403.
+        methods = initkwargs.get("http_method_names", cls.http_method_names)
+        if set(methods) <= {"get", "head", "options", "trace"}:
+            view = csrf_exempt(view)
+        return view
+
     def get_object(self) -> Any:
         """Return the object whose file is served; raise Http404 if there is none."""
         return None
@@ -182,6 +193,10 @@ class LargeObjectView(View):
         )
         if conditional is not base:
             assert conditional is not None
+            if conditional.status_code == 304:
+                # RFC 9110 §8.6: a 304 may only state the 200's length; without this,
+                # CommonMiddleware would add a wrong "Content-Length: 0".
+                conditional.headers["Content-Length"] = str(size)
             return conditional
 
         range_header = request.headers.get("Range") if request.method == "GET" else None

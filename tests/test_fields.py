@@ -189,3 +189,18 @@ def test_cascade_from_another_apps_model_frees_objects(lo_count: Callable[[], in
     assert lo_count() == before + 3
     album.delete()
     assert lo_count() == before
+
+
+def test_field_falls_back_to_its_own_storage_when_the_default_is_not_large_objects(
+    tmp_path: object,
+) -> None:
+    from django.test import override_settings
+
+    filesystem = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(STORAGES=filesystem):
+        field = LargeObjectField()
+        assert isinstance(field.storage, LargeObjectStorage)
+        assert LargeObjectField().storage is field.storage
