@@ -109,7 +109,9 @@ class StoredFile(models.Model):
     @property
     def download_name(self) -> str:
         """Return the name a browser saves the file under."""
-        return self.name.replace("/", "_") or "download"
+        # No path separators or control characters: the name is a URL path segment.
+        name = "".join(ch if ch.isprintable() and ch != "/" else "_" for ch in self.name)
+        return name.strip() or "download"
 
     @property
     def etag(self) -> str:

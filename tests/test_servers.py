@@ -1,0 +1,260 @@
+"""The download view behind real servers: gunicorn (WSGI) and uvicorn (ASGI) on 127.0.0.1.
+
+What the test client cannot show: HEAD and 304 bodies on the wire, Content-Length as sent,
+keep-alive connections, client disconnects, and real download clients (curl, wget).
+
+The files are created once per module and committed, outside any test's transaction (a
+transactional test's flush would remove them while the servers still serve them), then
+deleted at the end so that their large objects are freed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from files_app import lo
+from files_app.models import StoredFile
+from tests.rangecases import (
+    CASES,
+    Headers,
+    RangeCase,
+    Served,
+    check_consistent,
+    check_parts_cover,
+    check_response,
+    create_served,
+    request_headers,
+)
+from tests.servers import SERVER_KINDS, Server, raw_exchange, request, running_server, split_raw
+
+# Declares the database (pytest-django creates the test database only for marked tests);
+# each test's own transaction is rolled back, the module's files stay committed.
+pytestmark = pytest.mark.django_db
+
+MiB = 2**20
+LARGE = f"size{8 * MiB}"  # big enough that a download is still running when the client leaves
+KEYS = sorted({case.resource_key for case in CASES} | {LARGE})
+
+
+@pytest.fixture(scope="module")
+def served_files(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[str, Served]]:
+    """Store every file the cases need, committed; delete the rows (and objects) at the end."""
+    files: dict[str, Served] = {}
+    with django_db_blocker.unblock():
+        before = lo.count("default")
+        try:
+            for key in KEYS:
+                files[key] = create_served(key)
+            yield files
+        finally:
+            StoredFile.objects.filter(pk__in=[s.pk for s in files.values()]).delete()
+        assert lo.count("default") == before, "large objects left behind"
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def server(request: pytest.FixtureRequest, served_files: dict[str, Served]) -> Iterator[Server]:
+    """Run one real server against the test session's database."""
+    with running_server(request.param, connection.settings_dict) as running:
+        yield running
+        running.check_alive()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_range_case_gets_a_correct_answer(
+    case: RangeCase, server: Server, served_files: dict[str, Served]
+) -> None:
+    served = served_files[case.resource_key]
+    headers = request_headers(case, served)
+    reply = request(server, case.method, served.path, headers)
+    check_response(case, served, reply.status, Headers(reply.headers), reply.body)
+    if case.method == "HEAD" or reply.status == 304:
+        # http.client reads no body after HEAD or 304: look at the bytes on the wire.
+        status, rest = split_raw(raw_exchange(server, case.method, served.path, headers))
+        assert status == reply.status
+        assert rest == b"", f"{len(rest)} bytes after the headers of a {case.method} {status}"
+
+
+Request = tuple[str, dict[str, str], list[tuple[int, int]]]
+
+
+def _random_request(rng: random.Random, size: int, etag: str) -> Request:
+    """Return (method, headers, the inclusive ranges asked for) of a random request."""
+    kind = rng.choice(["single", "single", "suffix", "open", "multi", "head", "304", "full"])
+    if kind == "single":
+        first = rng.randrange(size)
+        last = first + rng.randrange(5000)
+        return "GET", {"Range": f"bytes={first}-{last}"}, [(first, min(last, size - 1))]
+    if kind == "suffix":
+        length = rng.randrange(1, 3000)
+        return "GET", {"Range": f"bytes=-{length}"}, [(max(size - length, 0), size - 1)]
+    if kind == "open":
+        first = rng.randrange(size)
+        return "GET", {"Range": f"bytes={first}-"}, [(first, size - 1)]
+    if kind == "multi":
+        asked = [(a, min(a + rng.randrange(300), size - 1)) for a in rng.sample(range(size), 4)]
+        specs = ",".join(f"{a}-{b}" for a, b in asked)
+        return "GET", {"Range": f"bytes={specs}"}, asked
+    if kind == "head":
+        return "HEAD", {"Range": f"bytes=0-{rng.randrange(size)}"}, []
+    if kind == "304":
+        return "GET", {"If-None-Match": etag, "Range": "bytes=0-9"}, []
+    return "GET", {}, []
+
+
+def test_many_ranges_over_one_keep_alive_connection(
+    server: Server, served_files: dict[str, Served]
+) -> None:
+    # A HEAD or 304 that sent a body, or a wrong Content-Length, would corrupt the
+    # responses that follow on the same connection.
+    served = served_files["size10000"]
+    rng = random.Random(1234)
+    conn = server.connection()
+    try:
+        first_socket = None
+        for _ in range(50):
+            method, headers, asked = _random_request(rng, served.size, served.etag)
+            reply = request(server, method, served.path, headers, connection=conn)
+            first_socket = first_socket or conn.sock
+            assert conn.sock is first_socket, "the server closed the keep-alive connection"
+            assert reply.status in (200, 206, 304)
+            response_headers = Headers(reply.headers)
+            claimed = check_consistent(method, reply.status, response_headers, reply.body, served)
+            if asked:
+                assert claimed is not None, f"{headers} got {reply.status}"
+                check_parts_cover(asked, claimed)
+    finally:
+        conn.close()
+
+
+def _stuck_backends(django_db_blocker: Any) -> list[tuple[Any, ...]]:
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' "
+            "AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')"
+        )
+        return list(cursor.fetchall())
+
+
+def test_client_disconnect_mid_download_leaves_server_and_database_healthy(
+    server: Server, served_files: dict[str, Served], django_db_blocker: Any
+) -> None:
+    served = served_files[LARGE]
+    request_bytes = (
+        f"GET {served.path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n\r\n"
+    ).encode("ascii")
+    for _ in range(3):
+        with socket.create_connection((server.host, server.port), timeout=30) as sock:
+            sock.sendall(request_bytes)
+            received = b""
+            while len(received) < 256 * 1024:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection early"
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 ")
+            # Reset rather than a polite FIN: like a killed browser tab or player.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    reply = request(server, "GET", served.path, {"Range": "bytes=100-199"})
+    assert (reply.status, reply.body) == (206, served.data(100, 199))
+    server.check_alive()
+    # The streaming worker notices the reset at its next write; give it a moment.
+    deadline = time.monotonic() + 10
+    while (stuck := _stuck_backends(django_db_blocker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stuck == []
+
+
+# --- Real download clients ------------------------------------------------------------------
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+needs_wget = pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed")
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(args, capture_output=True, timeout=60, cwd=cwd, check=False)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@needs_curl
+def test_curl_fetches_a_range(server: Server, served_files: dict[str, Served]) -> None:
+    served = served_files["size10000"]
+    result = _run("curl", "-sS", "--fail", "-r", "0-99", server.base_url + served.path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == served.data(0, 99)
+
+
+@needs_curl
+def test_curl_resumes_a_partial_download(
+    server: Server, served_files: dict[str, Served], tmp_path: Path
+) -> None:
+    served = served_files[LARGE]
+    url = server.base_url + served.path
+    target = tmp_path / "download.bin"
+    first = _run("curl", "-sS", "--fail", "-r", "0-999999", "-o", str(target), url)
+    assert first.returncode == 0, first.stderr
+    assert target.stat().st_size == 1_000_000
+    resumed = _run(
+        "curl", "-sS", "--fail", "-C", "-", "-o", str(target), "-w", "%{http_code}", url
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == b"206", "curl did not resume"
+    assert _sha256(target) == served.sha256
+
+
+@needs_curl
+def test_curl_resume_of_a_complete_file_leaves_it_intact(
+    server: Server, served_files: dict[str, Served], tmp_path: Path
+) -> None:
+    # curl asks for bytes=<size>-; the 416 tells it the file is complete.
+    served = served_files["size10000"]
+    target = tmp_path / "complete.bin"
+    target.write_bytes(served.data(0, served.size - 1))
+    url = server.base_url + served.path
+    result = _run("curl", "-sS", "-C", "-", "-o", str(target), "-w", "%{http_code}", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"416"
+    assert _sha256(target) == served.sha256
+
+
+@needs_wget
+def test_wget_continues_a_partial_file(
+    server: Server, served_files: dict[str, Served], tmp_path: Path
+) -> None:
+    served = served_files[LARGE]
+    target = tmp_path / "download.bin"
+    target.write_bytes(served.data(0, 3 * MiB - 1))
+    # -S prints the server's status line on stderr: proof that wget resumed.
+    result = _run("wget", "-q", "-S", "-c", "-O", str(target), server.base_url + served.path)
+    assert result.returncode == 0, result.stderr
+    assert b"HTTP/1.1 206 " in result.stderr, result.stderr
+    assert _sha256(target) == served.sha256
+
+
+@needs_wget
+def test_wget_continue_of_a_complete_file_leaves_it_intact(
+    server: Server, served_files: dict[str, Served], tmp_path: Path
+) -> None:
+    served = served_files["size10000"]
+    target = tmp_path / "complete.bin"
+    target.write_bytes(served.data(0, served.size - 1))
+    result = _run("wget", "-q", "-S", "-c", "-O", str(target), server.base_url + served.path)
+    assert result.returncode == 0, result.stderr
+    assert b"HTTP/1.1 416 " in result.stderr, result.stderr
+    assert _sha256(target) == served.sha256
