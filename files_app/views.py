@@ -222,6 +222,19 @@ class LargeObjectView(View):
                 status=416,
                 headers=headers,
             )
+        status, segments = self._plan_body(result, size, content_type, headers)
+        if request.method == "HEAD":
+            segments = []
+        return self._stream(request, status, headers, segments)
+
+    def _plan_body(
+        self,
+        result: ranges.RangeResult,
+        size: int,
+        content_type: str,
+        headers: dict[str, str],
+    ) -> tuple[int, list[Segment]]:
+        """Set the body's headers; return the status and what the body is made of."""
         segments: list[Segment]
         if result.decision is ranges.RangeDecision.FULL:
             status, length = 200, size
@@ -234,6 +247,7 @@ class LargeObjectView(View):
             headers["Content-Range"] = byte_range.content_range(size)
             segments = [byte_range]
         else:
+            # RFC 9110 §14.6: several ranges go in a multipart/byteranges body.
             status = 206
             boundary = ranges.multipart_boundary()
             parts, closing, length = ranges.multipart_plan(
@@ -245,9 +259,7 @@ class LargeObjectView(View):
                 segments += [part.header, part.range, b"\r\n"]
             segments.append(closing)
         headers["Content-Length"] = str(length)
-        if request.method == "HEAD":
-            segments = []
-        return self._stream(request, status, headers, segments)
+        return status, segments
 
     def _validator_headers(self, etag: str | None, last_modified: int | None) -> dict[str, str]:
         headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
@@ -320,7 +332,9 @@ class StoredFileView(LargeObjectView):
         return self.object.etag
 
     def get_last_modified(self) -> datetime | None:
-        return self.object.created
+        # Not "created": replacing the file keeps the row's creation time, and a date
+        # that did not change with the content would make If-Range splice two files.
+        return self.object.updated
 
     def get_cache_control(self) -> str | None:
         if self.object.public:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import re
 import string
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -555,3 +556,25 @@ def test_body_is_read_only_when_iterated(
     with pytest.raises(FileNotFoundError):
         next(iterator)
     response.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_if_range_with_the_old_date_after_a_replacement_sends_the_whole_new_file() -> None:
+    # Regression: Last-Modified came from "created", which a replacement keeps, so a resume
+    # with If-Range: <old date> got a 206 of the new file spliced onto the old one.
+    stored = StoredFile(file=ContentFile(b"old" * 1000, name="r.bin"), public=True)
+    stored.save()
+    client = Client()
+    first = client.get(stored.get_absolute_url())
+    old_date = first.headers["Last-Modified"]
+    b"".join(first.streaming_content)  # type: ignore[attr-defined]
+    time.sleep(1.1)  # HTTP dates have one-second resolution
+    stored = StoredFile.objects.get(pk=stored.pk)
+    stored.file = ContentFile(b"new" * 1000, name="r.bin")
+    stored.save()
+    resumed = client.get(
+        stored.get_absolute_url(), headers={"Range": "bytes=100-", "If-Range": old_date}
+    )
+    assert resumed.status_code == 200
+    assert b"".join(resumed.streaming_content) == b"new" * 1000  # type: ignore[attr-defined]
+    stored.delete()
