@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.db import connection
 
 from files_app import lo
+from files_app.references import reference_columns
 
 
 @pytest.fixture
@@ -34,3 +35,33 @@ def driver() -> str:
 def _report_driver(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> None:
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         connection.ensure_connection()
+
+
+def _unreferenced() -> list[int]:
+    oid_columns, name_columns = reference_columns("default")
+    return lo.sweep_candidates(
+        "default", grace=-60, oid_columns=oid_columns, name_columns=name_columns, limit=100_000
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_orphaned_large_objects(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a transactional test that leaves unreferenced large objects behind.
+
+    Between tests, pytest-django empties the tables with TRUNCATE, which bypasses the unlink
+    trigger (as it would in production: that is what files_sweep is for); the objects that
+    leaves are swept before the next test starts.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        yield
+        return
+    django_db_blocker = request.getfixturevalue("django_db_blocker")
+    request.getfixturevalue("transactional_db")
+    with django_db_blocker.unblock():
+        for oid in _unreferenced():
+            lo.unlink(oid, "default")
+    yield
+    with django_db_blocker.unblock():
+        leftover = _unreferenced()
+    assert not leftover, f"large objects left unreferenced by this test: {leftover}"

