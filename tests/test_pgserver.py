@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,34 @@ def test_invalid_database_name_is_refused(tmp_path: Path) -> None:
     server = PostgresServer(tmp_path / "data", ephemeral=True)
     with pytest.raises(PostgresServerError, match="Invalid database name"):
         server.ensure_database("x'; DROP DATABASE postgres; --")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the nobody fallback is for root only")
+def test_as_root_without_user_namespaces_the_server_runs_as_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Simulate a machine that forbids user namespaces: the probe fails, nobody is used.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    bindir = pgserver.find_bindir()
+    monkeypatch.setattr(pgserver, "_demotion_cache", {})
+    monkeypatch.setattr(pgserver, "_enter_user_namespace", refuse)
+    real_run = pgserver.subprocess.run
+
+    def run(args: list[str], **kwargs: object) -> object:
+        if kwargs.get("preexec_fn") is refuse:
+            raise pgserver.subprocess.SubprocessError("Exception occurred in preexec_fn.")
+        return real_run(args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(pgserver.subprocess, "run", run)
+    assert pgserver._demotion(bindir) is pgserver._become_nobody
+    server, _url = pgserver.temporary_server("nobody_db")
+    try:
+        assert server.datadir.stat().st_uid == 65534
+        owner = server.psql("-Atc", "SELECT pg_postmaster_start_time() IS NOT NULL")
+        assert owner.strip() == "t"
+        pid = postmaster_pid(server.datadir)
+        assert os.stat(f"/proc/{pid}").st_uid == 65534
+    finally:
+        server.stop()
