@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,14 +94,14 @@ def test_as_root_without_user_namespaces_the_server_runs_as_nobody(
     bindir = pgserver.find_bindir()
     monkeypatch.setattr(pgserver, "_demotion_cache", {})
     monkeypatch.setattr(pgserver, "_enter_user_namespace", refuse)
-    real_run = pgserver.subprocess.run
+    real_run = subprocess.run
 
     def run(args: list[str], **kwargs: object) -> object:
         if kwargs.get("preexec_fn") is refuse:
-            raise pgserver.subprocess.SubprocessError("Exception occurred in preexec_fn.")
+            raise subprocess.SubprocessError("Exception occurred in preexec_fn.")
         return real_run(args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(pgserver.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     assert pgserver._demotion(bindir) is pgserver._become_nobody
     server, _url = pgserver.temporary_server("nobody_db")
     try:
