@@ -17,8 +17,10 @@ from django.db import DatabaseError, NotSupportedError, connections
 
 __all__ = [
     "OWNER_TAG",
+    "count",
     "create",
     "created_at",
+    "disk_usage",
     "exists",
     "install_unlink_trigger",
     "read",
@@ -273,3 +275,12 @@ def sweep_candidates(
     with _cursor(using) as cursor:
         cursor.execute(sql, params)
         return [int(row[0]) for row in cursor.fetchall()]
+
+
+def disk_usage(using: str) -> int:
+    """Return the bytes that ``pg_largeobject`` (with its index) takes on disk."""
+    # Any role may ask for a relation's size, though pg_largeobject itself is unreadable
+    # to ordinary roles. It holds every large object of the database, whoever made it.
+    with _cursor(using) as cursor:
+        cursor.execute("SELECT pg_total_relation_size('pg_catalog.pg_largeobject')")
+        return int(cursor.fetchone()[0])

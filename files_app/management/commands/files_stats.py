@@ -1,0 +1,127 @@
+"""Report how many files are stored, how much space they take, and what is orphaned."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Count, Sum
+
+from files_app import lo
+from files_app.conf import app_settings
+from files_app.models import StoredFile
+from files_app.progress import format_size
+from files_app.references import reference_columns
+
+PAGE_SIZE = 1000
+
+
+class Command(BaseCommand):
+    help = (
+        "Report the number of stored files and their total size, the largest ones, the large "
+        "objects in the database (all of them, and those files_app created), how many of "
+        "files_app's are referenced by nothing (what files_sweep would free once they are "
+        "old enough), and the space pg_largeobject takes on disk."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--top",
+            type=int,
+            default=10,
+            metavar="N",
+            help="List the N largest stored files (default: 10; 0 lists none).",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print the figures as one JSON object (sizes in bytes) instead of text.",
+        )
+        parser.add_argument(
+            "--database",
+            default=None,
+            metavar="ALIAS",
+            help="The database alias to report on (default: FILES_APP_DATABASE, or 'default').",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
+        if using not in connections.settings:
+            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
+        if connections[using].vendor != "postgresql":
+            raise CommandError(f"The database {using!r} is not PostgreSQL: it has no files.")
+        top = options["top"]
+        if top < 0:
+            raise CommandError(f"--top must be 0 or more, not {top!r}.")
+        stats = self.collect(using, top)
+        if options["json"]:
+            self.stdout.write(json.dumps(stats, indent=2))
+        else:
+            self.stdout.write(self.render(stats))
+
+    def collect(self, using: str, top: int) -> dict[str, Any]:
+        """Return the figures as a JSON-ready dict."""
+        files = StoredFile.objects.using(using)
+        totals = files.aggregate(count=Count("pk"), size=Sum("size"))
+        largest = files.order_by("-size", "pk").values("uuid", "name", "size")[:top]
+        return {
+            "database": using,
+            "stored_files": {"count": totals["count"], "bytes": totals["size"] or 0},
+            "largest": [
+                {"uuid": str(row["uuid"]), "name": row["name"], "bytes": row["size"]}
+                for row in largest
+            ],
+            "large_objects": {
+                "total": lo.count(using),
+                "files_app": lo.count(using, owned=True),
+                "unreferenced": self.count_unreferenced(using),
+            },
+            "pg_largeobject_bytes": lo.disk_usage(using),
+        }
+
+    def count_unreferenced(self, using: str) -> int:
+        """Count files_app's large objects that nothing references, whatever their age."""
+        oid_columns, name_columns = reference_columns(using)
+        found = after = 0
+        while True:
+            page = lo.sweep_candidates(
+                using,
+                grace=0,
+                oid_columns=oid_columns,
+                name_columns=name_columns,
+                after=after,
+                limit=PAGE_SIZE,
+            )
+            found += len(page)
+            if len(page) < PAGE_SIZE:
+                return found
+            after = page[-1]
+
+    def render(self, stats: dict[str, Any]) -> str:
+        """Return the figures as text for people."""
+        files, objects = stats["stored_files"], stats["large_objects"]
+        disk = stats["pg_largeobject_bytes"]
+        lines = [
+            f"Database:            {stats['database']}",
+            f"Stored files:        {files['count']}, {_size(files['bytes'])}",
+            f"Large objects:       {objects['total']} in the database, "
+            f"{objects['files_app']} created by files_app",
+            f"Unreferenced:        {objects['unreferenced']} of files_app's large objects "
+            "(files_sweep frees them after the grace period)",
+            f"pg_largeobject size: {_size(disk)} on disk",
+        ]
+        if stats["largest"]:
+            lines.append(f"Largest {len(stats['largest'])} stored file(s):")
+            width = max(len(format_size(row["bytes"])) for row in stats["largest"])
+            for row in stats["largest"]:
+                lines.append(
+                    f"  {format_size(row['bytes']):>{width}}  {row['uuid']}  {row['name']}"
+                )
+        return "\n".join(lines)
+
+
+def _size(size: int) -> str:
+    human = format_size(size)
+    return human if human.endswith(("bytes", "byte")) else f"{human} ({size} bytes)"

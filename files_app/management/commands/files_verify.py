@@ -1,0 +1,190 @@
+"""Check that every stored file's large object still has the size and SHA-256 recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models import QuerySet, Sum
+
+from files_app import lo
+from files_app.conf import app_settings
+from files_app.models import StoredFile
+from files_app.progress import Progress, format_size
+
+# Exit status after Ctrl-C, as shells report a process killed by SIGINT.
+INTERRUPTED = 130
+PAGE_SIZE = 500
+
+
+def _pages(queryset: QuerySet[StoredFile]) -> Iterator[StoredFile]:
+    # Keyset pages by primary key: constant memory, and no server-side cursor (which
+    # pgbouncer in transaction mode would break).
+    last = None
+    while True:
+        page = queryset.order_by("pk")
+        if last is not None:
+            page = page.filter(pk__gt=last)
+        rows = list(page[:PAGE_SIZE])
+        yield from rows
+        if len(rows) < PAGE_SIZE:
+            return
+        last = rows[-1].pk
+
+
+class Command(BaseCommand):
+    help = (
+        "Read the large object of every stored file (or of those given with --uuid), "
+        "recompute its size and SHA-256 and compare them with what was recorded when it was "
+        "stored. Reports every missing large object and every mismatch; the exit status is "
+        "non-zero if there was any."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--uuid",
+            action="append",
+            default=[],
+            metavar="UUID",
+            help="Verify only the stored file with this UUID (repeat for several).",
+        )
+        parser.add_argument(
+            "--database",
+            default=None,
+            metavar="ALIAS",
+            help="The database alias to verify (default: FILES_APP_DATABASE, or 'default').",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
+        if using not in connections.settings:
+            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
+        if connections[using].vendor != "postgresql":
+            raise CommandError(f"The database {using!r} is not PostgreSQL: nothing to verify.")
+        self.using = using
+        self.verbosity = options["verbosity"]
+        queryset = self._select(using, options["uuid"])
+        total = queryset.aggregate(total=Sum("size"))["total"] or 0
+        self.progress = Progress(self.stderr, total)
+        try:
+            counts = self._verify_all(queryset)
+        finally:
+            self.progress.close()
+        missing, mismatched = counts["missing"], counts["mismatch"]
+        if missing or mismatched:
+            raise CommandError(
+                f"{missing + mismatched} stored file(s) failed verification: {missing} with a "
+                f"missing large object, {mismatched} whose content does not match; "
+                f"{counts['intact']} intact."
+            )
+        if self.verbosity >= 1:
+            changed = counts["changed"]
+            skipped = f" ({changed} changed while being read, not checked)" if changed else ""
+            self.stdout.write(
+                f"Verified {counts['intact']} stored file(s), {format_size(counts['bytes'])}: "
+                f"all intact{skipped}.",
+                style_func=self.style.SUCCESS,
+            )
+
+    def _verify_all(self, queryset: QuerySet[StoredFile]) -> dict[str, int]:
+        counts = dict.fromkeys(("intact", "bytes", "missing", "mismatch", "changed"), 0)
+        current: StoredFile | None = None
+        try:
+            for current in _pages(queryset):
+                self.progress.set_label(current.name)
+                problem = self._verify(current)
+                counts[problem or "intact"] += 1
+                if problem == "changed":
+                    self.progress.write(
+                        self.stderr,
+                        f"{current.uuid} {current.name!r} was replaced or deleted while it was "
+                        "read; not checked.",
+                        self.style.WARNING,
+                    )
+                elif problem is None:
+                    counts["bytes"] += current.size
+                    if self.verbosity >= 2:
+                        self.progress.write(self.stdout, f"OK {current.uuid}  {current.name}")
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"Interrupted while verifying {str(current)!r}; {counts['intact']} file(s) "
+                f"were intact so far, {counts['missing']} missing, {counts['mismatch']} "
+                "damaged.",
+                returncode=INTERRUPTED,
+            ) from None
+        except DatabaseError as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(
+                f"A database error stopped the verification at {str(current)!r}: "
+                f"{detail.rstrip('.')}."
+            ) from None
+        return counts
+
+    def _select(self, using: str, uuids: list[str]) -> QuerySet[StoredFile]:
+        queryset = StoredFile.objects.using(using)
+        if not uuids:
+            return queryset
+        wanted = set()
+        for value in uuids:
+            try:
+                wanted.add(uuid.UUID(value))
+            except ValueError:
+                raise CommandError(f"--uuid must be a UUID, not {value!r}.") from None
+        queryset = queryset.filter(uuid__in=wanted)
+        missing = sorted(str(u) for u in wanted - set(queryset.values_list("uuid", flat=True)))
+        if missing:
+            raise CommandError(
+                f"No stored file has the UUID {', '.join(repr(u) for u in missing)}."
+            )
+        return queryset
+
+    def _verify(self, stored: StoredFile) -> str | None:
+        """Return None if intact, "missing", "mismatch", or "changed" (edited meanwhile)."""
+        oid = stored.file.oid
+        try:
+            if oid is None:
+                raise FileNotFoundError
+            size = lo.size(oid, self.using)
+            digest = self._hash(oid, size)
+        except FileNotFoundError:
+            if self._changed(stored):
+                return "changed"
+            self._report(stored, f"its large object {oid} does not exist")
+            return "missing"
+        if size == stored.size and (not stored.sha256 or digest == stored.sha256):
+            return None
+        if self._changed(stored):
+            return "changed"
+        self._report(
+            stored,
+            f"its large object {oid} holds {size} bytes with SHA-256 {digest}; "
+            f"{stored.size} bytes with SHA-256 {stored.sha256 or '(unknown)'} were stored",
+        )
+        return "mismatch"
+
+    def _hash(self, oid: int, size: int) -> str:
+        digest = hashlib.sha256()
+        chunk_size = app_settings.CHUNK_SIZE
+        offset = 0
+        while offset < size:
+            data = lo.read(oid, offset, min(chunk_size, size - offset), self.using)
+            if not data:
+                break
+            digest.update(data)
+            offset += len(data)
+            self.progress.advance(len(data))
+        return digest.hexdigest()
+
+    def _changed(self, stored: StoredFile) -> bool:
+        # A file replaced or deleted while it was read is not damage: its row moved on.
+        current = StoredFile.objects.using(self.using).filter(pk=stored.pk)
+        return not current.filter(file=stored.file.oid, size=stored.size).exists()
+
+    def _report(self, stored: StoredFile, problem: str) -> None:
+        self.progress.write(
+            self.stderr, f"{stored.uuid} {stored.name!r}: {problem}.", self.style.ERROR
+        )

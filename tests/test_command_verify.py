@@ -1,0 +1,221 @@
+"""files_verify: every stored file's large object is re-read and checked against its hash."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection
+
+from files_app import lo
+from files_app.management.commands import files_verify
+from files_app.models import StoredFile
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url(name: str | None = None) -> str:
+    """Return a URL for the test database (or another database on the same server)."""
+    settings = connection.settings_dict
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    return (
+        f"postgres://{settings['USER']}{password}@{settings['HOST']}:{settings['PORT']}/"
+        f"{name or settings['NAME']}"
+    )
+
+
+def subprocess_env(database: str | None = None, **extra: str) -> dict[str, str]:
+    """Return the environment for ``python -m django`` on the test settings and database."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(database),
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
+    return env
+
+
+def run_django(*args: str, database: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a management command in a new process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=subprocess_env(database),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def files() -> Iterator[list[StoredFile]]:
+    stored = [
+        StoredFile(file=ContentFile(data, name=name))
+        for name, data in [("a.txt", b"a" * 1000), ("empty", b""), ("c.bin", os.urandom(300_000))]
+    ]
+    for s in stored:
+        s.save()
+    yield stored
+    StoredFile.objects.all().delete()
+
+
+def _verify(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("files_verify", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_intact_files_pass(files: list[StoredFile]) -> None:
+    out, err = _verify()
+    assert out == "Verified 3 stored file(s), 293.9 KiB: all intact.\n"
+    assert err == ""
+
+
+def test_verbose_lists_every_file(files: list[StoredFile]) -> None:
+    out, _ = _verify("-v", "2")
+    assert [line.split()[:2] for line in out.splitlines()[:3]] == [
+        ["OK", str(s.uuid)] for s in files
+    ]
+
+
+def test_corrupted_and_missing_objects_are_each_reported(files: list[StoredFile]) -> None:
+    a, empty, c = files
+    assert c.file.oid is not None and empty.file.oid is not None
+    lo.write(c.file.oid, 1000, b"\0\1\2\3", "default")  # damage a few bytes in place
+    lo.unlink(empty.file.oid, "default")  # the row still points at it: no trigger fired
+    err = io.StringIO()
+
+    with pytest.raises(CommandError) as excinfo:
+        call_command("files_verify", stdout=io.StringIO(), stderr=err)
+
+    assert str(excinfo.value) == (
+        "2 stored file(s) failed verification: 1 with a missing large object, 1 whose content "
+        "does not match; 1 intact."
+    )
+    lines = err.getvalue().splitlines()
+    assert lines[0] == (f"{empty.uuid} 'empty': its large object {empty.file.oid} does not exist.")
+    assert lines[1].startswith(f"{c.uuid} 'c.bin': its large object {c.file.oid} holds ")
+    assert f"; 300000 bytes with SHA-256 {c.sha256} were stored." in lines[1]
+    assert len(lines) == 2
+
+
+def test_a_shorter_object_is_a_mismatch(files: list[StoredFile]) -> None:
+    a = files[0]
+    with connection.cursor() as cursor:  # truncation, as a botched restore might leave it
+        cursor.execute(
+            "SELECT lo_truncate(lo_open(%s::oid, %s), 10)", [a.file.oid, 0x20000 | 0x40000]
+        )
+    with pytest.raises(CommandError, match="1 whose content does not match"):
+        _verify()
+
+
+def test_uuid_limits_the_check(files: list[StoredFile]) -> None:
+    assert files[1].file.oid is not None
+    lo.unlink(files[1].file.oid, "default")
+    out, _ = _verify("--uuid", str(files[0].uuid), "--uuid", str(files[2].uuid))
+    assert out.startswith("Verified 2 stored file(s)")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--uuid", "3f1e7c54-0000-4000-8000-000000000000"], "No stored file has the UUID "),
+        (["--uuid", "not-a-uuid"], "--uuid must be a UUID, not 'not-a-uuid'."),
+        (["--database", "nope"], "Unknown database 'nope': it is not in DATABASES."),
+    ],
+)
+def test_bad_options_are_command_errors(
+    files: list[StoredFile], args: list[str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        _verify(*args)
+
+
+def test_a_real_process_exits_non_zero_without_a_traceback(files: list[StoredFile]) -> None:
+    ok = run_django("files_verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "Verified 3 stored file(s)" in ok.stdout
+
+    assert files[2].file.oid is not None
+    lo.write(files[2].file.oid, 0, b"corrupt", "default")
+    bad = run_django("files_verify")
+    assert bad.returncode == 1
+    assert f"{files[2].uuid} 'c.bin': its large object" in bad.stderr
+    assert "CommandError: 1 stored file(s) failed verification" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    unknown = run_django("files_verify", "--uuid", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "CommandError: --uuid must be a UUID, not 'nope'."
+
+
+def test_many_files_are_read_page_by_page(
+    files: list[StoredFile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_verify, "PAGE_SIZE", 2)
+    for i in range(3):
+        StoredFile(file=ContentFile(b"more", name=f"more{i}")).save()
+    out, _ = _verify("-v", "2")
+    assert len([line for line in out.splitlines() if line.startswith("OK ")]) == 6
+
+
+def test_a_file_replaced_while_it_is_read_is_not_damage(
+    files: list[StoredFile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = files[2]
+    real_read = lo.read
+
+    def read(oid: int, offset: int, length: int, using: str) -> bytes:
+        if oid == c.file.oid and offset > 0:
+            # Someone replaces the file: the trigger unlinks the object being read.
+            c.file.save("new.bin", ContentFile(b"replacement"))
+        return real_read(oid, offset, length, using)
+
+    monkeypatch.setattr(lo, "read", read)
+    out, err = _verify()
+    assert out.startswith("Verified 2 stored file(s), ")
+    assert out.endswith(": all intact (1 changed while being read, not checked).\n")
+    assert err == f"{c.uuid} 'c.bin' was replaced or deleted while it was read; not checked.\n"
+
+
+@pytest.mark.parametrize(
+    ("failure", "returncode", "message"),
+    [
+        (KeyboardInterrupt, 130, "Interrupted while verifying 'c.bin'; 2 file(s) were intact"),
+        (
+            DatabaseError("server closed the connection unexpectedly\nmore detail"),
+            1,
+            "A database error stopped the verification at 'c.bin': server closed the "
+            "connection unexpectedly.",
+        ),
+    ],
+)
+def test_interruptions_and_database_errors_are_command_errors(
+    files: list[StoredFile],
+    monkeypatch: pytest.MonkeyPatch,
+    failure: BaseException | type[BaseException],
+    returncode: int,
+    message: str,
+) -> None:
+    real_read = lo.read
+
+    def read(oid: int, offset: int, length: int, using: str) -> bytes:
+        if oid == files[2].file.oid and offset > 0:
+            raise failure
+        return real_read(oid, offset, length, using)
+
+    monkeypatch.setattr(lo, "read", read)
+    with pytest.raises(CommandError) as excinfo:
+        _verify()
+    assert excinfo.value.returncode == returncode
+    assert str(excinfo.value).startswith(message)
