@@ -62,6 +62,8 @@ class LargeObjectField(models.FileField):
     ) -> None:
         # The unlink trigger looks rows up by OID: index the column unless told not to.
         kwargs.setdefault("db_index", True)
+        # The column holds only the OID: a name length limit would refuse files for nothing.
+        kwargs.setdefault("max_length", None)
         self._default_storage = storage is None
         super().__init__(
             verbose_name,

@@ -19,6 +19,19 @@ from files_app.sniff import SNIFF_BYTES, content_type_for
 __all__ = ["HashingReader", "StoredFile"]
 
 
+NAME_LENGTH = 255
+
+
+def _fit(name: str, length: int) -> str:
+    """Shorten a file name to ``length`` characters, keeping a short extension."""
+    if len(name) <= length:
+        return name
+    root, ext = posixpath.splitext(name)
+    if len(ext) > length // 4:
+        return name[:length]
+    return root[: length - len(ext)] + ext
+
+
 class HashingReader(File):  # type: ignore[type-arg]
     """Wrap a file so that streaming it computes its SHA-256, size and first bytes."""
 
@@ -48,7 +61,10 @@ class StoredFile(models.Model):
     uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
     file = LargeObjectField(upload_to="")
     name = models.CharField(
-        max_length=255, blank=True, db_index=True, help_text="The file name shown and served."
+        max_length=NAME_LENGTH,
+        blank=True,
+        db_index=True,
+        help_text="The file name shown and served.",
     )
     content_type = models.CharField(
         max_length=255,
@@ -120,7 +136,7 @@ class StoredFile(models.Model):
 
     def _store_upload(self) -> None:
         upload = self.file.file
-        original_name = posixpath.basename(str(self.file.name or "").replace("\\", "/"))
+        original_name = _fit(posixpath.basename(str(self.file.name or "")), NAME_LENGTH)
         if hasattr(upload, "adopt"):
             # LargeObjectUploadHandler already stored it, hashing on the way.
             self.file.save(original_name or "upload", upload, save=False)

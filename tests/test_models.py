@@ -107,8 +107,19 @@ def test_a_failed_replacement_keeps_the_old_object(lo_count: Callable[[], int]) 
 def test_a_failed_insert_leaves_no_object(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     with pytest.raises(DataError):
-        _store(b"data", "x" * 300)
+        _store(b"data", "a.txt", content_type="x/" + "x" * 300)  # too long for its column
     assert lo_count() == before
+
+
+def test_long_upload_names_are_shortened_keeping_the_extension() -> None:
+    stored = _store(b"data", "n" * 400 + ".tar.gz")
+    assert len(stored.name) == 255 and stored.name.endswith("n.gz")
+    stored = _store(b"data", "n" * 200 + "." + "e" * 200)
+    assert stored.name == ("n" * 200 + "." + "e" * 200)[:255]
+
+
+def test_backslashes_stay_in_names() -> None:
+    assert _store(b"data", "a\\b.txt").name == "a\\b.txt"
 
 
 def test_instance_delete_frees_the_object(lo_count: Callable[[], int]) -> None:
