@@ -13,12 +13,12 @@ from datetime import datetime, time, timedelta
 from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from files_app.conf import app_settings
+from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
 from files_app.storage import LargeObjectStorage
@@ -108,19 +108,10 @@ class Command(BaseCommand):
                 "each file as DIRECTORY/<uuid>/<name>, replacing an earlier export of it."
             ),
         )
-        parser.add_argument(
-            "--database",
-            default=None,
-            metavar="ALIAS",
-            help="The database alias to export from (default: FILES_APP_DATABASE, or 'default').",
-        )
+        add_database_argument(parser, "export from")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
-        if using not in connections.settings:
-            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
-        if connections[using].vendor != "postgresql":
-            raise CommandError(f"The database {using!r} is not PostgreSQL: nothing to export.")
+        using = database_alias(options["database"], "nothing to export")
         self.verbosity = options["verbosity"]
         self.storage = LargeObjectStorage(using=using)
         queryset = self._select(using, options)

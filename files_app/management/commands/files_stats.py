@@ -6,11 +6,10 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Count, Sum
 
 from files_app import lo
-from files_app.conf import app_settings
+from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import format_size
 from files_app.references import reference_columns
@@ -39,19 +38,10 @@ class Command(BaseCommand):
             action="store_true",
             help="Print the figures as one JSON object (sizes in bytes) instead of text.",
         )
-        parser.add_argument(
-            "--database",
-            default=None,
-            metavar="ALIAS",
-            help="The database alias to report on (default: FILES_APP_DATABASE, or 'default').",
-        )
+        add_database_argument(parser, "report on")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
-        if using not in connections.settings:
-            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
-        if connections[using].vendor != "postgresql":
-            raise CommandError(f"The database {using!r} is not PostgreSQL: it has no files.")
+        using = database_alias(options["database"], "it has no files")
         top = options["top"]
         if top < 0:
             raise CommandError(f"--top must be 0 or more, not {top!r}.")

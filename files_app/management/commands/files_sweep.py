@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import transaction
 
 from files_app import lo
 from files_app.conf import app_settings
+from files_app.management.options import add_database_argument, database_alias
 from files_app.references import reference_columns
 
 # More unlinks than this in one transaction can exhaust the lock table (DESIGN.md).
@@ -24,11 +25,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--database",
-            default=None,
-            help="The database alias to sweep (default: FILES_APP_DATABASE, or 'default').",
-        )
+        add_database_argument(parser, "sweep")
         parser.add_argument(
             "--dry-run",
             action="store_true",
@@ -53,11 +50,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
-        if using not in connections.settings:
-            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
-        if connections[using].vendor != "postgresql":
-            raise CommandError(f"The database {using!r} is not PostgreSQL: nothing to sweep.")
+        using = database_alias(options["database"], "nothing to sweep")
         grace = app_settings.SWEEP_GRACE if options["grace"] is None else options["grace"]
         if grace < 0:
             raise CommandError(f"--grace must be 0 or more seconds, not {grace!r}.")

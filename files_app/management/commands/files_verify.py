@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DatabaseError
 from django.db.models import QuerySet, Sum
 
 from files_app import lo
 from files_app.conf import app_settings
+from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
 
@@ -52,19 +53,10 @@ class Command(BaseCommand):
             metavar="UUID",
             help="Verify only the stored file with this UUID (repeat for several).",
         )
-        parser.add_argument(
-            "--database",
-            default=None,
-            metavar="ALIAS",
-            help="The database alias to verify (default: FILES_APP_DATABASE, or 'default').",
-        )
+        add_database_argument(parser, "verify")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        using = options["database"] or app_settings.DATABASE or DEFAULT_DB_ALIAS
-        if using not in connections.settings:
-            raise CommandError(f"Unknown database {using!r}: it is not in DATABASES.")
-        if connections[using].vendor != "postgresql":
-            raise CommandError(f"The database {using!r} is not PostgreSQL: nothing to verify.")
+        using = database_alias(options["database"], "nothing to verify")
         self.using = using
         self.verbosity = options["verbosity"]
         queryset = self._select(using, options["uuid"])
