@@ -23,6 +23,7 @@ from django.db import DatabaseError, connection
 from files_app import lo
 from files_app.management.commands import files_import
 from files_app.models import StoredFile
+from tests.processes import default_sigint
 from tests.test_command_verify import ROOT, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -261,6 +262,7 @@ def test_ctrl_c_in_a_real_process_exits_130_without_traceback_or_orphan(
     app = f"files-import-test-{os.getpid()}"
     process = subprocess.Popen(
         [sys.executable, "-m", "django", "files_import", str(big)],
+        preexec_fn=default_sigint,
         cwd=ROOT,
         env=subprocess_env(PGAPPNAME=app),
         stdout=subprocess.PIPE,

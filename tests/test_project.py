@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.processes import pid_alive, postmaster_pid
+from tests.processes import default_sigint, pid_alive, postmaster_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +56,7 @@ class Serve:
         self.port = _free_port()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", f"127.0.0.1:{self.port}"],
+            preexec_fn=default_sigint,
             cwd=ROOT,
             env=_env(MINICLOUD_PGDATA=str(pgdata)),
             stdout=subprocess.PIPE,
