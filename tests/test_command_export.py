@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError
 
 from files_app import lo
-from files_app.management.commands import files_export
+from files_app.management import options
 from files_app.management.commands.files_export import safe_name
 from files_app.models import StoredFile
 
@@ -226,7 +226,7 @@ def test_safe_name(name: str, expected: str) -> None:
 
 
 def test_many_files_are_read_page_by_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(files_export, "PAGE_SIZE", 2)
+    monkeypatch.setattr(options, "PAGE_SIZE", 2)
     for i in range(5):
         _store(f"{i}.txt", b"%d" % i)
     out, _ = _export(str(tmp_path), "--name", "[0-3].txt")

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection
 
 from files_app import lo
-from files_app.management.commands import files_verify
+from files_app.management import options
 from files_app.models import StoredFile
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -162,7 +162,7 @@ def test_a_real_process_exits_non_zero_without_a_traceback(files: list[StoredFil
 def test_many_files_are_read_page_by_page(
     files: list[StoredFile], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(files_verify, "PAGE_SIZE", 2)
+    monkeypatch.setattr(options, "PAGE_SIZE", 2)
     for i in range(3):
         StoredFile(file=ContentFile(b"more", name=f"more{i}")).save()
     out, _ = _verify("-v", "2")

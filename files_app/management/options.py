@@ -1,13 +1,22 @@
-"""What the files_* management commands share: the --database option."""
+"""What the files_* management commands share: --database, paging, the Ctrl-C status."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TypeVar
+
 from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model, QuerySet
 
 from files_app.conf import app_settings
 
-__all__ = ["add_database_argument", "database_alias"]
+__all__ = ["INTERRUPTED", "add_database_argument", "database_alias", "pages"]
+
+# Exit status after Ctrl-C, as shells report a process killed by SIGINT.
+INTERRUPTED = 130
+PAGE_SIZE = 500
+M = TypeVar("M", bound=Model)
 
 
 def add_database_argument(parser: CommandParser, action: str) -> None:
@@ -28,3 +37,20 @@ def database_alias(option: str | None, consequence: str) -> str:
     if connections[using].vendor != "postgresql":
         raise CommandError(f"The database {using!r} is not PostgreSQL: {consequence}.")
     return using
+
+
+def pages(queryset: QuerySet[M]) -> Iterator[M]:
+    """Yield the rows of ``queryset`` by keyset pages of primary keys.
+
+    Constant memory, and no server-side cursor (which pgbouncer in transaction mode breaks).
+    """
+    last = None
+    while True:
+        page = queryset.order_by("pk")
+        if last is not None:
+            page = page.filter(pk__gt=last)
+        rows = list(page[:PAGE_SIZE])
+        yield from rows
+        if len(rows) < PAGE_SIZE:
+            return
+        last = rows[-1].pk

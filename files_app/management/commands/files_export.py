@@ -18,16 +18,18 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from files_app.management.options import add_database_argument, database_alias
+from files_app.management.options import (
+    INTERRUPTED,
+    add_database_argument,
+    database_alias,
+    pages,
+)
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
 from files_app.storage import LargeObjectStorage
 
-# Exit status after Ctrl-C, as shells report a process killed by SIGINT.
-INTERRUPTED = 130
 # Most file systems allow 255 bytes in one file name.
 MAX_NAME_BYTES = 255
-PAGE_SIZE = 500
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -132,7 +134,7 @@ class Command(BaseCommand):
         self, queryset: QuerySet[StoredFile], directory: str, pattern: str | None, layout: str
     ) -> None:
         def selected(queryset: QuerySet[StoredFile]) -> Iterator[StoredFile]:
-            for stored in _pages(queryset):
+            for stored in pages(queryset):
                 if pattern is None or fnmatch.fnmatchcase(stored.name, pattern):
                     yield stored
 
@@ -296,18 +298,3 @@ def _first_line(exc: BaseException) -> str:
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _pages(queryset: QuerySet[StoredFile]) -> Iterator[StoredFile]:
-    # Keyset pages by primary key: constant memory, and no server-side cursor (which
-    # pgbouncer in transaction mode would break).
-    last = None
-    while True:
-        page = queryset.order_by("pk")
-        if last is not None:
-            page = page.filter(pk__gt=last)
-        rows = list(page[:PAGE_SIZE])
-        yield from rows
-        if len(rows) < PAGE_SIZE:
-            return
-        last = rows[-1].pk

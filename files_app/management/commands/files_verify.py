@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -13,28 +12,14 @@ from django.db.models import QuerySet, Sum
 
 from files_app import lo
 from files_app.conf import app_settings
-from files_app.management.options import add_database_argument, database_alias
+from files_app.management.options import (
+    INTERRUPTED,
+    add_database_argument,
+    database_alias,
+    pages,
+)
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
-
-# Exit status after Ctrl-C, as shells report a process killed by SIGINT.
-INTERRUPTED = 130
-PAGE_SIZE = 500
-
-
-def _pages(queryset: QuerySet[StoredFile]) -> Iterator[StoredFile]:
-    # Keyset pages by primary key: constant memory, and no server-side cursor (which
-    # pgbouncer in transaction mode would break).
-    last = None
-    while True:
-        page = queryset.order_by("pk")
-        if last is not None:
-            page = page.filter(pk__gt=last)
-        rows = list(page[:PAGE_SIZE])
-        yield from rows
-        if len(rows) < PAGE_SIZE:
-            return
-        last = rows[-1].pk
 
 
 class Command(BaseCommand):
@@ -86,7 +71,7 @@ class Command(BaseCommand):
         counts = dict.fromkeys(("intact", "bytes", "missing", "mismatch", "changed"), 0)
         current: StoredFile | None = None
         try:
-            for current in _pages(queryset):
+            for current in pages(queryset):
                 self.progress.set_label(current.name)
                 problem = self._verify(current)
                 counts[problem or "intact"] += 1
