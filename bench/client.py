@@ -320,7 +320,7 @@ def cmd_upload(args: argparse.Namespace) -> dict[str, Any]:
     """Upload a generated file through the admin's add form, streaming the multipart body."""
     import http.client
 
-    if args.plain:  # a bench/prototypes.py view: no login, no CSRF
+    if args.plain:  # a view of bench/urls.py: no login, no CSRF
         add, cookie_header, token = args.plain, "", ""
     else:
         cookies = admin_login(args.port, args.username, args.password)

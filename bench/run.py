@@ -80,6 +80,7 @@ class Plan:
     clients: int
     upload_size: int
     upload_reps: int
+    huge_upload_size: int
     worker_choices: list[tuple[str, dict[str, Any]]]
 
     @property
@@ -105,6 +106,7 @@ class Plan:
                 clients=4,
                 upload_size=16 * MiB,
                 upload_reps=1,
+                huge_upload_size=0,
                 worker_choices=choices[2:],
             )
         return cls(
@@ -118,6 +120,7 @@ class Plan:
             clients=16,
             upload_size=GiB,
             upload_reps=3,
+            huge_upload_size=2 * GiB,
             worker_choices=choices,
         )
 
@@ -609,13 +612,14 @@ class Bench:
         workers: int = 1,
         worker_class: str = "sync",
         threads: int = 1,
+        app: str = "bench.wsgi:application",
     ) -> Server:
         worker_tmp = self.lab.dir("gunicorn-heartbeat")
         args = [
             PYTHON,
             "-m",
             "gunicorn",
-            "bench.wsgi:application",
+            app,
             "--bind=127.0.0.1:{port}",
             f"--workers={workers}",
             f"--worker-class={worker_class}",
@@ -729,21 +733,18 @@ class Bench:
         big = self.files[self.plan.big]
         for key, server in self.servers.items():
             paths = [f"/disk/{small.disk_name}"] if key in ("nginx", "fileresponse") else []
-            prefixes = ["/files/", "/lean/", "/readahead/"]
             if key not in ("nginx", "fileresponse"):
-                paths = [_lean(small.path, prefix) for prefix in prefixes]
+                paths = [small.path]
             for path in paths:
                 body = _get(server.port, path)
                 assert hashlib.sha256(body).hexdigest() == small.sha256, f"{key}: wrong bytes"
             if key.startswith(("g", "u")):
                 offset = big.size - RANGE - 12345
-                for prefix in prefixes:
-                    path = _lean(big.path, prefix)
-                    body = _get(server.port, path, {"Range": f"bytes={offset}-"})
-                    assert body == _expected(offset, big.size - offset), f"{key}: wrong range"
-                    body = _get(server.port, path, {"Range": "bytes=5-9,100-199"})
-                    parts = (b"bytes 5-9/", _expected(5, 5), _expected(100, 100))
-                    assert all(part in body for part in parts), f"{key}: wrong multipart"
+                body = _get(server.port, big.path, {"Range": f"bytes={offset}-"})
+                assert body == _expected(offset, big.size - offset), f"{key}: wrong range"
+                body = _get(server.port, big.path, {"Range": "bytes=5-9,100-199"})
+                parts = (b"bytes 5-9/", _expected(5, 5), _expected(100, 100))
+                assert all(part in body for part in parts), f"{key}: wrong multipart"
         self.results["correctness"] = "every peer served the expected SHA-256 and ranges"
 
     def downloads(self) -> None:
@@ -767,28 +768,6 @@ class Bench:
                     return self.http_get(self.servers[key], stored.path, stored.size)
 
                 peers.append((f"files_app {kind} @{human(chunk)}", http))
-        peers.append(
-            (
-                f"files_app gunicorn @{human(MiB)}, lean view (prototype)",
-                lambda s: self.http_get(self.servers["g1048576"], _lean(s.path), s.size),
-            )
-        )
-        peers.append(
-            (
-                f"files_app gunicorn @{human(MiB)}, read-ahead (prototype)",
-                lambda s: self.http_get(
-                    self.servers["g1048576"], _lean(s.path, "/readahead/"), s.size
-                ),
-            )
-        )
-        peers.append(
-            (
-                f"files_app uvicorn @{human(MiB)}, read-ahead (prototype)",
-                lambda s: self.http_get(
-                    self.servers["u1048576"], _lean(s.path, "/readahead/"), s.size
-                ),
-            )
-        )
         peers.append(
             (
                 "Django FileResponse, gunicorn",
@@ -847,7 +826,6 @@ class Bench:
         targets = [
             ("files_app gunicorn", "g1048576", big.path),
             ("files_app uvicorn", "u1048576", big.path),
-            ("files_app gunicorn, lean view (prototype)", "g1048576", _lean(big.path)),
         ]
         if "nginx" in self.servers:
             targets.append(("nginx (disk)", "nginx", f"/disk/{big.disk_name}"))
@@ -904,8 +882,7 @@ class Bench:
             ("raw lo_put", "put"),
             ("raw lowrite", "lowrite"),
             ("HTTP + multipart only (sink, gunicorn)", "sink"),
-            ("plain view + LargeObjectUploadHandler, gunicorn", "plain"),
-            ("plain view + pipelined handler (prototype), gunicorn", "pipelined"),
+            ("admin, uvicorn", "u1048576"),
         ]
         log(f"uploads of {human(size)}: admin vs raw writes, {plan.upload_reps} rounds")
         for rep in range(plan.upload_reps):
@@ -925,32 +902,33 @@ class Bench:
                         "--plain",
                         "/sink/",
                     )
-                elif key in ("plain", "pipelined"):
-                    result, mem, tmp = self.admin_upload(
-                        "g1048576", f"{key}-{rep}.bin", expected, f"/upload-{key}/"
-                    )
-                    memory.setdefault(name, []).append(mem)
                 else:
                     result, mem, tmp = self.admin_upload(key, f"upload-{rep}.bin", expected)
                     memory.setdefault(name, []).append(mem)
                     temps.setdefault(name, []).append(tmp)
                 rates.setdefault(name, []).append(result["bytes"] / result["seconds"] / MiB)
-        name = "admin, uvicorn"
-        log(f"upload of {human(size)} through the admin under uvicorn")
-        result, mem, tmp = self.admin_upload("u1048576", "upload-asgi.bin", expected)
-        rates[name] = [result["bytes"] / result["seconds"] / MiB]
-        memory[name] = [mem]
-        temps[name] = [tmp]
+        if plan.huge_upload_size:
+            huge = plan.huge_upload_size
+            log(f"one upload of {human(huge)} through the admin under gunicorn and uvicorn")
+            for kind, key in (("gunicorn", "g1048576"), ("uvicorn", "u1048576")):
+                name = f"admin, {kind}, {human(huge)}"
+                result, mem, tmp = self.admin_upload(
+                    key, f"huge-{kind}.bin", _sha256_of(huge), size=huge
+                )
+                rates[name] = [result["bytes"] / result["seconds"] / MiB]
+                memory[name] = [mem]
+                temps[name] = [tmp]
         self.results["uploads"] = {"rates": rates, "memory": memory, "temp": temps}
 
     def admin_upload(
-        self, key: str, name: str, expected: str, plain: str = ""
+        self, key: str, name: str, expected: str, size: int | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         from django.conf import settings
         from django.db import connections
 
         from files_app.models import StoredFile
 
+        size = size or self.plan.upload_size
         server = self.servers[key]
         self.warm(server)
         (worker,) = server.worker_pids()
@@ -968,17 +946,15 @@ class Bench:
         watcher.start()
         sampler.start()
         try:
-            args = ["upload", "--port", str(server.port), "--size", str(self.plan.upload_size)]
-            result = run_client(
-                self.lab, *args, "--name", name, *(["--plain", plain] * bool(plain))
-            )
+            args = ["upload", "--port", str(server.port), "--size", str(size)]
+            result = run_client(self.lab, *args, "--name", name)
         finally:
             memory = sampler.finish()
             temp = watcher.finish()
         if result["status"] != 302:
             raise RuntimeError(f"admin upload answered {result['status']}:\n{server.output()}")
         stored = StoredFile.objects.get(name=name)
-        if stored.size != self.plan.upload_size or stored.sha256 != expected:
+        if stored.size != size or stored.sha256 != expected:
             raise RuntimeError(f"the upload {name} stored other bytes")
         stored.delete()
         connections.close_all()
@@ -997,8 +973,10 @@ class Bench:
                 return self.gunicorn(label, **options)
 
             configs[key] = start
-        lean_key = "c-" + plan.worker_choices[-1][0]
-        labels["lean"] = f"{plan.worker_choices[-1][0]}, lean view (prototype)"
+        labels["c-bare"] = "bare WSGI app, no Django (ceiling), gunicorn gthread 2×8"
+        configs["c-bare"] = lambda: self.gunicorn(
+            "bare", workers=2, worker_class="gthread", threads=8, app="bench.bare:application"
+        )
         if not plan.quick:
             labels["c-conn0"] = "gunicorn gthread 2×8, CONN_MAX_AGE=0"
             configs["c-conn0"] = lambda: self.gunicorn(
@@ -1013,7 +991,6 @@ class Bench:
         seconds = plan.ranged_seconds
         counts: dict[str, list[dict[str, Any]]] = {}
         keys = ["raw", *labels]
-        self.servers["lean"] = self.servers[lean_key]
         for key in configs:  # warm every worker up before measuring
             self.ranged_http(self.servers[key], big, 0.5 if plan.quick else 1.0)
         log(f"{plan.clients} concurrent 64 KiB range readers, {seconds:g} s × {plan.ranged_reps}")
@@ -1024,10 +1001,9 @@ class Bench:
                     result = self.ranged_raw(big, seconds)
                 else:
                     server = self.servers[key]
-                    path = {"nginx": f"/disk/{big.disk_name}", "lean": _lean(big.path)}
-                    result = self.ranged_http(server, big, seconds, path.get(key, big.path))
+                    path = {"nginx": f"/disk/{big.disk_name}"}.get(key, big.path)
+                    result = self.ranged_http(server, big, seconds, path)
                 counts.setdefault(key, []).append(result)
-        del self.servers["lean"]
         for key in configs:
             self.stop(key)
         names = {"raw": f"raw lo_get, {plan.clients} processes", **labels}
@@ -1148,12 +1124,6 @@ def _get(port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
         return body
     finally:
         conn.close()
-
-
-def _lean(path: str, prefix: str = "/lean/") -> str:
-    """The URL of the same file through a prototype view of bench/prototypes.py."""
-    assert path.startswith("/files/"), path
-    return prefix + path.removeprefix("/files/")
 
 
 def _expected(offset: int, length: int) -> bytes:
@@ -1402,8 +1372,8 @@ def targets(results: dict[str, Any], plan: Plan) -> list[str]:
         raw_name = next(iter(k for k in ranged if k.startswith("raw")))
         raw_rate = med([r["rate"] for r in ranged[raw_name]])
         for name, runs in ranged.items():
-            if name.startswith("raw") or name.startswith("nginx"):
-                continue
+            if name.startswith(("raw", "nginx", "bare")):
+                continue  # the ceilings
             rate = med([r["rate"] for r in runs])
             ratio = rate / raw_rate
             out.append(f"ranged ≥ 0.4× raw, {name}: " + verdict(ratio >= 0.4, f"{ratio:.2f}×"))

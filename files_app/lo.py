@@ -9,8 +9,9 @@ HTTP. Offsets and sizes are 64-bit throughout.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from django.db import DatabaseError, NotSupportedError, connections
@@ -24,10 +25,13 @@ __all__ = [
     "exists",
     "install_unlink_trigger",
     "read",
+    "read_pieces",
     "size",
     "sweep_candidates",
+    "Writer",
     "unlink",
     "write",
+    "writer",
 ]
 
 # Large objects created by files_app carry this comment (plus their creation time): the
@@ -131,6 +135,103 @@ def read(oid: int, offset: int, length: int, using: str) -> bytes:
     with _cursor(using, binary=True) as cursor:
         cursor.execute("SELECT lo_get(%s::oid, %s::int8, %s::int4)", (oid, offset, length))
         return bytes(cursor.fetchone()[0])
+
+
+def read_pieces(
+    oid: int, pieces: Sequence[tuple[int, int]], using: str, *, ahead: int = 1
+) -> Generator[bytes, None, None]:
+    """Yield the bytes of each ``(offset, length)`` piece of the large object, in order.
+
+    On psycopg 3 the next ``ahead`` reads are already sent (pipeline mode) while the
+    caller handles a piece, so PostgreSQL reads piece n+1 while piece n goes to the
+    client: at most ``ahead + 1`` pieces are in memory. Elsewhere, one read at a time.
+    A piece may come back shorter than asked at the end of the object.
+    """
+    connection = _check_vendor(using)
+    if not pieces:
+        return
+    if not _is_psycopg3(connection) or ahead < 1:
+        for offset, length in pieces:
+            yield read(oid, offset, length, using)
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    conn = connection.connection
+    sql = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"
+    inflight: deque[Any] = deque()
+    sent = 0
+    with _missing_is_file_not_found(), connection.wrap_database_errors, conn.pipeline():
+        try:
+            while sent < len(pieces) or inflight:
+                while sent < len(pieces) and len(inflight) <= ahead:
+                    # Django's cursors bind client-side, which allows no binary results.
+                    cursor = psycopg.Cursor(conn)
+                    cursor.format = psycopg.pq.Format.BINARY
+                    cursor.execute(sql, (oid, *pieces[sent]))
+                    inflight.append(cursor)
+                    sent += 1
+                cursor = inflight.popleft()
+                row = cursor.fetchone()
+                cursor.close()
+                yield bytes(row[0])
+        finally:
+            for cursor in inflight:
+                cursor.close()
+
+
+class Writer:
+    """Write a large object piece by piece; on psycopg 3 without waiting for each write.
+
+    psycopg 3 sends each ``lo_put`` in pipeline mode and goes straight back to the caller,
+    so the next piece can be received while the database stores this one; the socket
+    buffers bound what is in flight. Errors surface at the latest in :meth:`close`. With
+    psycopg2, each :func:`write` completes before the next.
+    """
+
+    def __init__(self, oid: int, using: str) -> None:
+        self.oid = oid
+        self.using = using
+        connection = _check_vendor(using)
+        self._pipeline: Any = None
+        if _is_psycopg3(connection):
+            import psycopg
+
+            connection.ensure_connection()
+            self._pipeline = connection.connection.pipeline()
+            self._pipeline.__enter__()
+            self._cursor = psycopg.Cursor(connection.connection)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        if self._pipeline is None:
+            write(self.oid, offset, data, self.using)
+            return
+        with _missing_is_file_not_found(), connections[self.using].wrap_database_errors:
+            self._cursor.execute("SELECT lo_put(%s::oid, %s::int8, %b)", (self.oid, offset, data))
+
+    def close(self) -> None:
+        """Wait for every write; raise the first error."""
+        self._end()
+
+    def abort(self) -> None:
+        """Stop writing, ignoring what is in flight and any error it had."""
+        with suppress(DatabaseError, FileNotFoundError):
+            self._end()
+
+    def _end(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is None:
+            return
+        try:
+            with _missing_is_file_not_found(), connections[self.using].wrap_database_errors:
+                pipeline.__exit__(None, None, None)
+        finally:
+            self._cursor.close()
+
+
+def writer(oid: int, using: str) -> Writer:
+    """Return a :class:`Writer` for the large object."""
+    return Writer(oid, using)
 
 
 def size(oid: int, using: str) -> int:

@@ -114,8 +114,10 @@ class LargeObjectIO(io.RawIOBase):
 class LargeObjectFile(_BytesFile):
     """A lazily read large object, opened by :class:`LargeObjectStorage`."""
 
-    def __init__(self, name: str, oid: int, storage: LargeObjectStorage) -> None:
-        self.raw = LargeObjectIO(oid, storage.using)
+    def __init__(
+        self, name: str, oid: int, storage: LargeObjectStorage, size: int | None = None
+    ) -> None:
+        self.raw = LargeObjectIO(oid, storage.using, size)
         self.buffered = io.BufferedReader(self.raw, buffer_size=storage.chunk_size)
         super().__init__(self.buffered, name)
         self.oid = oid
@@ -212,12 +214,18 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         # One transaction: a failure part-way leaves no half-written object behind.
         with transaction.atomic(using=self.using):
             oid = lo.create(self.using)
+            writer = lo.writer(oid, self.using)
             offset = 0
-            for chunk in self._chunks(content):
-                data = chunk.encode() if isinstance(chunk, str) else chunk
-                if data:
-                    lo.write(oid, offset, data, self.using)
-                    offset += len(data)
+            try:
+                for chunk in self._chunks(content):
+                    data = chunk.encode() if isinstance(chunk, str) else chunk
+                    if data:
+                        writer.write(offset, data)
+                        offset += len(data)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
         return posixpath.join(directory, str(oid), basename or str(oid))
 
     def _chunks(self, content: Any) -> Iterator[bytes | str]:

@@ -14,7 +14,9 @@ from typing import Any
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
+from django.http.multipartparser import MultiPartParser
+from django.utils.datastructures import MultiValueDict
 
 from files_app import lo
 from files_app.conf import app_settings
@@ -85,6 +87,9 @@ class LargeObjectUploadHandler(FileUploadHandler):
         self.storage = LargeObjectStorage()
         self.chunk_size = self.storage.chunk_size
         self.max_size: int | None = app_settings.MAX_UPLOAD_SIZE
+        self.oid: int | None = None
+        self.writer: lo.Writer
+        self._parsing = False
 
     def handle_raw_input(
         self,
@@ -93,14 +98,32 @@ class LargeObjectUploadHandler(FileUploadHandler):
         content_length: int,
         boundary: Any,
         encoding: str | None = None,
-    ) -> None:
+    ) -> tuple[QueryDict, MultiValueDict[str, UploadedFile]] | None:
         # Refuse an oversized body before reading any of it.
         if self.max_size is not None and content_length > self.max_size + 64 * 1024:
             raise UploadTooLarge(self.max_size)
+        if self._parsing:
+            return None
+        # Django's parser tells no handler when it gives up half-way through a file (a
+        # body it cannot decode, a database error): run it from here to unlink the
+        # object of the file in progress. It closes the files it had completed itself.
+        self._parsing = True
+        handlers = self.request.upload_handlers if self.request is not None else [self]
+        try:
+            post, files = MultiPartParser(META, input_data, handlers, encoding).parse()
+            return post, files
+        except BaseException:
+            self.upload_interrupted()
+            raise
+        finally:
+            self._parsing = False
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
         self.oid = lo.create(self.storage.using)
+        # Each chunk goes to the database without waiting for the previous write (on
+        # psycopg 3): the next chunk arrives from the client meanwhile.
+        self.writer = lo.writer(self.oid, self.storage.using)
         self.sha256 = hashlib.sha256()
         self.head = b""
         self.size = 0
@@ -110,7 +133,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         self.buffer += raw_data
         self.size += len(raw_data)
         if self.max_size is not None and self.size > self.max_size:
-            lo.unlink(self.oid, self.storage.using)
+            self.upload_interrupted()
             raise UploadTooLarge(self.max_size)
         if len(self.buffer) >= self.chunk_size:
             self._flush()
@@ -118,17 +141,25 @@ class LargeObjectUploadHandler(FileUploadHandler):
     def _flush(self) -> None:
         if not self.buffer:
             return
+        assert self.oid is not None
         data = bytes(self.buffer)
         self.buffer.clear()
-        lo.write(self.oid, self.size - len(data), data, self.storage.using)
+        self.writer.write(self.size - len(data), data)
         self.sha256.update(data)
         if len(self.head) < SNIFF_BYTES:
             self.head += data[: SNIFF_BYTES - len(self.head)]
 
     def file_complete(self, file_size: int) -> LargeObjectUploadedFile:
         self._flush()
+        try:
+            self.writer.close()
+        except BaseException:
+            self.upload_interrupted()
+            raise
+        oid, self.oid = self.oid, None  # from here on, the uploaded file owns it
+        assert oid is not None
         return LargeObjectUploadedFile(
-            self.oid,
+            oid,
             self.storage,
             self.file_name or "upload",
             self.content_type,
@@ -140,5 +171,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         )
 
     def upload_interrupted(self) -> None:
-        if getattr(self, "oid", None) is not None:
-            lo.unlink(self.oid, self.storage.using)
+        if self.oid is not None:
+            oid, self.oid = self.oid, None
+            self.writer.abort()
+            lo.unlink(oid, self.storage.using)

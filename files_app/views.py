@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -26,12 +28,18 @@ from django.utils.http import http_date
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import ranges
+from files_app import lo, ranges
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile
 from files_app.sharing import LinkState, read_share_token
-from files_app.storage import LargeObjectFile, LargeObjectStorage, unsign_oid
+from files_app.storage import (
+    LargeObjectFile,
+    LargeObjectIO,
+    LargeObjectStorage,
+    oid_from_name,
+    unsign_oid,
+)
 
 __all__ = [
     "LargeObjectResponse",
@@ -43,7 +51,6 @@ __all__ = [
 ]
 
 Segment = bytes | ranges.ByteRange
-Reader = Callable[[int, int], bytes]
 
 # Types a browser would run as active content from our origin (HTML, SVG, XML, ...).
 ACTIVE_TYPES = re.compile(
@@ -84,36 +91,66 @@ class LargeObjectResponse(StreamingHttpResponse):
     __contains__ = has_header
 
 
-def _segments_iter(read: Reader, segments: Sequence[Segment], chunk: int) -> Iterator[bytes]:
-    for segment in segments:
-        if isinstance(segment, bytes):
-            yield segment
-            continue
-        offset, stop = segment.start, segment.stop
-        while offset < stop:
-            data = read(offset, min(chunk, stop - offset))
-            if not data:
-                raise OSError(f"The large object ended early at byte {offset}.")
-            offset += len(data)
-            yield data
+Piece = bytes | tuple[int, int]
 
 
-async def _segments_aiter(
-    read: Reader, segments: Sequence[Segment], chunk: int
-) -> AsyncIterator[bytes]:
-    # Under ASGI a sync iterator would be read whole into memory before sending.
-    aread = sync_to_async(read, thread_sensitive=True)
+def _plan_reads(segments: Sequence[Segment], chunk: int) -> list[Piece]:
+    """Split the body into literal bytes and ``(offset, length)`` reads of ``chunk`` at most."""
+    items: list[Piece] = []
     for segment in segments:
         if isinstance(segment, bytes):
-            yield segment
+            items.append(segment)
             continue
-        offset, stop = segment.start, segment.stop
-        while offset < stop:
-            data = await aread(offset, min(chunk, stop - offset))
-            if not data:
-                raise OSError(f"The large object ended early at byte {offset}.")
-            offset += len(data)
+        for offset in range(segment.start, segment.stop, chunk):
+            items.append((offset, min(chunk, segment.stop - offset)))
+    return items
+
+
+def _body_iter(
+    raw: LargeObjectIO, items: Sequence[Piece], first: bytes
+) -> Generator[bytes, None, None]:
+    """Yield the body: ``first`` is the first read, already done; the rest read ahead."""
+    reads = [item for item in items if not isinstance(item, bytes)]
+    rest = lo.read_pieces(raw.oid, reads[1:], raw.using)
+    done = 0
+    try:
+        for item in items:
+            if isinstance(item, bytes):
+                yield item
+                continue
+            data = first if done == 0 else next(rest)
+            done += 1
+            if len(data) != item[1]:
+                raise OSError(f"The large object ended early at byte {item[0] + len(data)}.")
             yield data
+    finally:
+        rest.close()
+
+
+def _next_chunk(body: Iterator[bytes]) -> bytes | None:
+    return next(body, None)
+
+
+async def _body_aiter(body: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    """Run ``body`` in the request's thread, the next chunk read while this one is sent.
+
+    Under ASGI a sync iterator would be read whole into memory before sending.
+    """
+    step = sync_to_async(_next_chunk, thread_sensitive=True)
+    pending: asyncio.Future[bytes | None] | None = asyncio.ensure_future(step(body))
+    try:
+        while pending is not None:
+            data = await pending
+            pending = None
+            if data is None:
+                break
+            pending = asyncio.ensure_future(step(body))
+            yield data
+    finally:
+        if pending is not None:
+            with suppress(Exception):
+                await pending
+        await sync_to_async(body.close, thread_sensitive=True)()
 
 
 class LargeObjectView(View):
@@ -280,12 +317,22 @@ class LargeObjectView(View):
     ) -> LargeObjectResponse:
         raw = self.file.raw
         self.file.close()  # reads go by offset; no descriptor or cursor stays open
-        chunk = self.chunk_size or app_settings.CHUNK_SIZE
-        body: Iterator[bytes] | AsyncIterator[bytes]
+        items = _plan_reads(segments, self.chunk_size or app_settings.CHUNK_SIZE)
+        first = next((item for item in items if not isinstance(item, bytes)), None)
+        try:
+            # The first read happens now, so that a missing object is a 404, not a
+            # broken body; a response without one asks whether the object exists.
+            if first is not None:
+                data = raw.read_at(*first)
+            elif not lo.exists(raw.oid, raw.using):
+                raise FileNotFoundError(raw.oid)
+        except FileNotFoundError as exc:
+            raise Http404("The file's data is missing.") from exc
+        if first is None:
+            return LargeObjectResponse(items, status=status, headers=headers)
+        body = _body_iter(raw, items, data)
         if isinstance(request, ASGIRequest):
-            body = _segments_aiter(raw.read_at, segments, chunk)
-        else:
-            body = _segments_iter(raw.read_at, segments, chunk)
+            return LargeObjectResponse(_body_aiter(body), status=status, headers=headers)
         return LargeObjectResponse(body, status=status, headers=headers)
 
 
@@ -316,11 +363,13 @@ class StoredFileView(LargeObjectView):
 
     def get_file(self) -> LargeObjectFile:
         file = self.object.file
-        if not file:
+        oid = oid_from_name(file.name) if file else None
+        storage = file.storage
+        if oid is None or not isinstance(storage, LargeObjectStorage):
             raise FileNotFoundError(f"{self.object!r} has no file.")
-        opened = file.storage.open(file.name, "rb")
-        assert isinstance(opened, LargeObjectFile)
-        return opened
+        # The row knows the size: no query for it. Whether the object still exists shows
+        # when the response reads it (see _stream).
+        return LargeObjectFile(str(file.name), oid, storage, size=self.object.size)
 
     def get_filename(self) -> str:
         return str(self.object.download_name)

@@ -80,7 +80,11 @@ DATABASES = {
             datadir=Path(os.environ.get("MINICLOUD_PGDATA", BASE_DIR / ".pgdata")),
             database="minicloud",
         ),
-        conn_max_age=int(os.environ.get("MINICLOUD_CONN_MAX_AGE", "0")),
+        # Reusing connections doubles the requests/s of small range requests under
+        # gunicorn (bench/RESULTS.md). Under ASGI, Django advises 0: set
+        # MINICLOUD_CONN_MAX_AGE=0 for uvicorn.
+        conn_max_age=int(os.environ.get("MINICLOUD_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
     )
 }
 

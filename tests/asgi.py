@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+from files_app.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 

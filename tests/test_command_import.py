@@ -331,14 +331,14 @@ def test_database_errors_stop_the_import(
 ) -> None:
     (tmp_path / "a.txt").write_bytes(b"a")
     (tmp_path / "b.txt").write_bytes(b"b")
-    real_write = lo.write
+    real_write = lo.Writer.write
 
-    def write(oid: int, offset: int, data: Any, using: str) -> None:
+    def write(writer: lo.Writer, offset: int, data: Any) -> None:
         if bytes(data) == b"b":
             raise DatabaseError("could not extend file: No space left on device\nHINT: ...")
-        real_write(oid, offset, data, using)
+        real_write(writer, offset, data)
 
-    monkeypatch.setattr(lo, "write", write)
+    monkeypatch.setattr(lo.Writer, "write", write)
     before = lo_count()
     with pytest.raises(CommandError) as excinfo:
         _import(str(tmp_path))

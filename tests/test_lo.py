@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from unittest import mock
 
@@ -125,3 +126,81 @@ def test_non_postgresql_database_is_not_supported() -> None:
         pytest.raises(NotSupportedError, match="need PostgreSQL"),
     ):
         lo.create(DB)
+
+
+def _pattern(size: int) -> bytes:
+    return bytes(i * 7 % 251 for i in range(size))
+
+
+def test_read_pieces_returns_each_piece_in_order() -> None:
+    data = _pattern(300_000)
+    oid = lo.create(DB)
+    lo.write(oid, 0, data, DB)
+    pieces = [(0, 100), (250_000, 60_000), (5, 0), (299_990, 10), (100, 1)]
+    for ahead in (0, 1, 3):
+        got = list(lo.read_pieces(oid, pieces, DB, ahead=ahead))
+        assert got == [data[o : o + n] for o, n in pieces]
+    assert list(lo.read_pieces(oid, [], DB)) == []
+    lo.unlink(oid, DB)
+
+
+def test_read_pieces_stopped_early_leaves_the_connection_usable() -> None:
+    oid = lo.create(DB)
+    lo.write(oid, 0, b"x" * 10_000, DB)
+    reads = lo.read_pieces(oid, [(i * 100, 100) for i in range(100)], DB, ahead=4)
+    assert next(reads) == b"x" * 100
+    reads.close()  # a client that went away
+    assert lo.read(oid, 0, 3, DB) == b"xxx"
+    lo.unlink(oid, DB)
+
+
+def test_read_pieces_of_a_missing_object_is_file_not_found() -> None:
+    oid = lo.create(DB)
+    lo.unlink(oid, DB)
+    with pytest.raises(FileNotFoundError):
+        list(lo.read_pieces(oid, [(0, 10), (10, 10)], DB))
+    assert lo.count(DB) >= 0  # the connection still works
+
+
+def test_writer_writes_every_piece() -> None:
+    data = _pattern(500_000)
+    oid = lo.create(DB)
+    writer = lo.writer(oid, DB)
+    for offset in range(0, len(data), 64 * 1024):
+        writer.write(offset, data[offset : offset + 64 * 1024])
+    writer.close()
+    writer.close()  # idempotent
+    assert lo.read(oid, 0, len(data) + 1, DB) == data
+    lo.unlink(oid, DB)
+
+
+def test_writer_reports_a_missing_object_by_close_at_the_latest() -> None:
+    oid = lo.create(DB)
+    lo.unlink(oid, DB)
+    writer = lo.writer(oid, DB)
+    with pytest.raises(FileNotFoundError):
+        writer.write(0, b"lost")
+        writer.close()
+    assert lo.count(DB) >= 0  # the connection still works
+
+
+def test_writer_abort_ignores_errors_and_frees_the_connection() -> None:
+    oid = lo.create(DB)
+    lo.unlink(oid, DB)
+    writer = lo.writer(oid, DB)
+    with contextlib.suppress(FileNotFoundError):
+        writer.write(0, b"lost")  # psycopg2 fails here, psycopg 3 later
+    writer.abort()
+    assert not lo.exists(oid, DB)
+
+
+def test_writer_inside_a_transaction_rolls_back_with_it(lo_count: Callable[[], int]) -> None:
+    before = lo_count()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        oid = lo.create(DB)
+        writer = lo.writer(oid, DB)
+        writer.write(0, b"abc")
+        writer.close()
+        assert lo.read(oid, 0, 10, DB) == b"abc"
+        raise RuntimeError("roll back")
+    assert lo_count() == before

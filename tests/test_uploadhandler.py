@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.http.multipartparser import MultiPartParserError
 from django.test import RequestFactory, override_settings
 
 from files_app import lo
@@ -113,4 +114,42 @@ def test_an_interrupted_upload_is_unlinked(lo_count: Callable[[], int]) -> None:
     handler.new_file("file", "f.bin", "application/octet-stream", None)
     handler.receive_data_chunk(b"x" * 10, 0)
     handler.upload_interrupted()
+    assert lo_count() == before
+
+
+def _parse(body: bytes) -> tuple[object, object]:
+    request = RequestFactory().generic(
+        "POST", "/", body, content_type="multipart/form-data; boundary=BB"
+    )
+    request.upload_handlers = [LargeObjectUploadHandler(request)]
+    return request.POST, request.FILES
+
+
+def _part(name: str, data: bytes, encoding: str = "binary") -> bytes:
+    return (
+        (
+            f'--BB\r\nContent-Disposition: form-data; name="f"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n"
+            f"Content-Transfer-Encoding: {encoding}\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n"
+    )
+
+
+def test_a_body_that_breaks_off_mid_file_leaves_nothing(lo_count: Callable[[], int]) -> None:
+    before = lo_count()
+    # A complete first file, then a second one whose base64 cannot be decoded: the
+    # parser gives up in the middle of the second file.
+    body = _part("one.bin", b"1" * 100_000) + _part("two.bin", b"QUJD" * 50_000 + b"QU", "base64")
+    with pytest.raises(MultiPartParserError):
+        _parse(body + b"--BB--\r\n")
+    assert lo_count() == before
+
+
+def test_a_truncated_body_drops_the_partial_file(lo_count: Callable[[], int]) -> None:
+    before = lo_count()
+    body = _part("one.bin", b"1" * 100_000)
+    post, files = _parse(body[:50_000])  # what a WSGI server gives when the client leaves
+    assert not files
     assert lo_count() == before

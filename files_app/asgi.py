@@ -1,0 +1,154 @@
+"""An ASGI handler that streams large request bodies to Django instead of spooling them.
+
+Django's :class:`~django.core.handlers.asgi.ASGIHandler` reads the whole request body
+before the view runs, into a ``SpooledTemporaryFile`` that rolls over to disk past
+``FILE_UPLOAD_MAX_MEMORY_SIZE``: a 2 GiB upload is first written to a 2 GiB temporary
+file, and only then do the upload handlers see it. Under WSGI, the upload handlers read
+the socket as the bytes arrive.
+
+:class:`StreamingASGIHandler` gives ASGI the WSGI behaviour for the bodies Django would
+have put on disk (a ``Content-Length`` above ``FILE_UPLOAD_MAX_MEMORY_SIZE``):
+the request's stream pulls ASGI ``http.request`` messages as the view's code reads it, so
+:class:`~files_app.uploadhandler.LargeObjectUploadHandler` writes each chunk into the
+database as it arrives and nothing is held in memory or on disk. Smaller bodies are read
+first, as Django does.
+
+Sync code (every Django view, the admin, forms, middleware) runs in a worker thread under
+ASGI and reads a streamed body from there. Async code must not read a streamed body on
+the event loop: it gets a ``RuntimeError`` saying so (wrap the read in ``sync_to_async``).
+
+Use it in ``asgi.py``::
+
+    from files_app.asgi import get_asgi_application
+
+    application = get_asgi_application()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import django
+from django.conf import settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+
+__all__ = ["ASGIBodyStream", "StreamingASGIHandler", "get_asgi_application"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+
+class ASGIBodyStream(io.RawIOBase):
+    """A readable binary stream over the ``http.request`` messages of one request.
+
+    Reads block the calling thread until the event loop has received the next message;
+    the end of the body, or a client disconnect, reads as end of file (as a WSGI
+    server's input stream does). :attr:`done` is set once no more messages belong to
+    the body.
+    """
+
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._receive = receive
+        self._loop = loop
+        self._pending = b""
+        self.done = asyncio.Event()
+        self.disconnected = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending and not self.done.is_set():
+            self._pending = self._next()
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def _next(self) -> bytes:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError(
+                "This request body is streamed (files_app.asgi.StreamingASGIHandler) and "
+                "cannot be read on the event loop: read it from sync code, e.g. through "
+                "asgiref.sync.sync_to_async."
+            )
+        return asyncio.run_coroutine_threadsafe(self._receive_chunk(), self._loop).result()
+
+    async def _receive_chunk(self) -> bytes:
+        if self.done.is_set():
+            return b""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.disconnected = True
+            self.done.set()
+            return b""
+        if not message.get("more_body", False):
+            self.done.set()
+        return bytes(message.get("body", b""))
+
+
+class _Channel:
+    """The ``receive`` callable of one request, carrying its scope and body stream."""
+
+    def __init__(self, scope: Message, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.stream: ASGIBodyStream | None = None
+
+    def __call__(self) -> Awaitable[Message]:
+        return self.receive()
+
+
+class StreamingASGIHandler(ASGIHandler):
+    """Django's ASGI handler, with large request bodies streamed to the view."""
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await super().handle(scope, _Channel(scope, receive), send)
+
+    async def read_body(self, receive: Any) -> Any:
+        if not isinstance(receive, _Channel) or not self.streams(receive.scope):
+            return await super().read_body(receive)
+        raw = ASGIBodyStream(receive, asyncio.get_running_loop())
+        receive.stream = raw
+        return io.BufferedReader(raw, buffer_size=64 * 1024)
+
+    async def listen_for_disconnect(self, receive: Any) -> None:
+        stream = receive.stream if isinstance(receive, _Channel) else None
+        if stream is not None:
+            # The view owns the receive channel until it has read the whole body.
+            await stream.done.wait()
+            if stream.disconnected:
+                raise RequestAborted()
+        await super().listen_for_disconnect(receive)
+
+    def streams(self, scope: Message) -> bool:
+        """Whether to stream this request's body: when Django would spool it to disk.
+
+        That is a body longer than ``FILE_UPLOAD_MAX_MEMORY_SIZE``. A request without a
+        body is not streamed, so Django keeps listening for a disconnect while it
+        answers; nor is one of unknown length (``Transfer-Encoding: chunked``), which
+        Django's request parsing reads as empty anyway.
+        """
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                try:
+                    return int(value) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+                except ValueError:
+                    return False  # Django answers 400
+        return False
+
+
+def get_asgi_application() -> StreamingASGIHandler:
+    """Like :func:`django.core.asgi.get_asgi_application`, streaming large bodies."""
+    django.setup(set_prefix=False)
+    return StreamingASGIHandler()
