@@ -634,7 +634,7 @@ class Bench:
         return self.lab.start(name, args, env)
 
     def uvicorn(
-        self, name: str, *, chunk: int = MiB, conn_max_age: int = 0, workers: int = 1
+        self, name: str, *, chunk: int = MiB, pool: bool = True, workers: int = 1
     ) -> Server:
         args = [
             PYTHON,
@@ -651,7 +651,11 @@ class Bench:
         ]
         if workers > 1:
             args.append(f"--workers={workers}")
-        env = {"BENCH_CHUNK_SIZE": str(chunk), "BENCH_CONN_MAX_AGE": str(conn_max_age)}
+        # Under ASGI every request runs in a new thread: CONN_MAX_AGE cannot reuse
+        # connections (Django advises 0), a pool can.
+        env = {"BENCH_CHUNK_SIZE": str(chunk), "BENCH_CONN_MAX_AGE": "0"}
+        if pool:
+            env["BENCH_POOL"] = "1"
         return self.lab.start(name, args, env)
 
     def nginx(self) -> Server | None:
@@ -982,8 +986,12 @@ class Bench:
             configs["c-conn0"] = lambda: self.gunicorn(
                 "gthread conn0", workers=2, worker_class="gthread", threads=8, conn_max_age=0
             )
-            labels["c-uvicorn"] = "uvicorn ×2 workers"
+            labels["c-uvicorn"] = "uvicorn ×2 workers, pool"
             configs["c-uvicorn"] = lambda: self.uvicorn("uvicorn x2", workers=2)
+            labels["c-uvicorn-nopool"] = "uvicorn ×2 workers, no pool (CONN_MAX_AGE=0)"
+            configs["c-uvicorn-nopool"] = lambda: self.uvicorn(
+                "uvicorn x2 nopool", workers=2, pool=False
+            )
         if "nginx" in self.servers:
             labels["nginx"] = "nginx (disk)"
         log(f"starting {len(configs)} server configurations for the concurrent ranges")

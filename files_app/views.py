@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import suppress
@@ -106,6 +107,13 @@ def _plan_reads(segments: Sequence[Segment], chunk: int) -> list[Piece]:
     return items
 
 
+def _checked(data: bytes | None, item: tuple[int, int]) -> bytes:
+    if data is None or len(data) != item[1]:
+        ended = item[0] + len(data or b"")
+        raise OSError(f"The large object ended early at byte {ended}.")
+    return data
+
+
 def _body_iter(
     raw: LargeObjectIO, items: Sequence[Piece], first: bytes
 ) -> Generator[bytes, None, None]:
@@ -118,11 +126,9 @@ def _body_iter(
             if isinstance(item, bytes):
                 yield item
                 continue
-            data = first if done == 0 else next(rest)
+            data = first if done == 0 else next(rest, None)
             done += 1
-            if len(data) != item[1]:
-                raise OSError(f"The large object ended early at byte {item[0] + len(data)}.")
-            yield data
+            yield _checked(data, item)
     finally:
         rest.close()
 
@@ -131,26 +137,40 @@ def _next_chunk(body: Iterator[bytes]) -> bytes | None:
     return next(body, None)
 
 
-async def _body_aiter(body: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
-    """Run ``body`` in the request's thread, the next chunk read while this one is sent.
-
-    Under ASGI a sync iterator would be read whole into memory before sending.
+async def _body_aiter(
+    raw: LargeObjectIO, items: Sequence[Piece], first: bytes
+) -> AsyncIterator[bytes]:
+    """:func:`_body_iter` for ASGI, each read started in the request's thread before the
+    previous chunk is sent. (Under ASGI a sync iterator would be read whole into memory
+    before sending.) A body of one read needs no thread at all.
     """
+    reads = [item for item in items if not isinstance(item, bytes)]
+    rest = lo.read_pieces(raw.oid, reads[1:], raw.using)
     step = sync_to_async(_next_chunk, thread_sensitive=True)
-    pending: asyncio.Future[bytes | None] | None = asyncio.ensure_future(step(body))
+    pending: asyncio.Future[bytes | None] | None = None
+    done = 0
     try:
-        while pending is not None:
-            data = await pending
-            pending = None
-            if data is None:
-                break
-            pending = asyncio.ensure_future(step(body))
-            yield data
+        for item in items:
+            if isinstance(item, bytes):
+                yield item
+                continue
+            if done == 0:
+                data: bytes | None = first
+            else:
+                pending = pending or asyncio.ensure_future(step(rest))
+                data, pending = await pending, None
+            done += 1
+            if done < len(reads):
+                pending = asyncio.ensure_future(step(rest))
+            yield _checked(data, item)
     finally:
         if pending is not None:
             with suppress(Exception):
                 await pending
-        await sync_to_async(body.close, thread_sensitive=True)()
+        if inspect.getgeneratorstate(rest) == inspect.GEN_SUSPENDED:
+            await sync_to_async(rest.close, thread_sensitive=True)()
+        else:
+            rest.close()
 
 
 class LargeObjectView(View):
@@ -330,9 +350,10 @@ class LargeObjectView(View):
             raise Http404("The file's data is missing.") from exc
         if first is None:
             return LargeObjectResponse(items, status=status, headers=headers)
-        body = _body_iter(raw, items, data)
         if isinstance(request, ASGIRequest):
-            return LargeObjectResponse(_body_aiter(body), status=status, headers=headers)
+            body: Iterator[bytes] | AsyncIterator[bytes] = _body_aiter(raw, items, data)
+        else:
+            body = _body_iter(raw, items, data)
         return LargeObjectResponse(body, status=status, headers=headers)
 
 

@@ -80,13 +80,32 @@ DATABASES = {
             datadir=Path(os.environ.get("MINICLOUD_PGDATA", BASE_DIR / ".pgdata")),
             database="minicloud",
         ),
-        # Reusing connections doubles the requests/s of small range requests under
-        # gunicorn (bench/RESULTS.md). Under ASGI, Django advises 0: set
-        # MINICLOUD_CONN_MAX_AGE=0 for uvicorn.
         conn_max_age=int(os.environ.get("MINICLOUD_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
     )
 }
+
+
+def _pool_available() -> bool:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# A new PostgreSQL connection costs ~5 ms, more than serving a 64 KiB range. Reuse them:
+# with psycopg 3, through Django's connection pool, which also works under ASGI (where
+# CONN_MAX_AGE cannot help: every request runs in a new thread); with psycopg2, by keeping
+# each thread's connection for MINICLOUD_CONN_MAX_AGE seconds. See bench/RESULTS.md.
+if os.environ.get("MINICLOUD_DB_POOL", "1") != "0" and _pool_available():
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": int(os.environ.get("MINICLOUD_DB_POOL_SIZE", "16")),
+        "timeout": 30,
+    }
 
 STORAGES = {
     "default": {"BACKEND": "files_app.storage.LargeObjectStorage"},

@@ -6,6 +6,7 @@ These run the project in subprocesses (the suite itself never imports minicloud)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -197,3 +198,31 @@ def test_non_postgresql_database_url_is_a_message_not_a_traceback(tmp_path: Path
     assert result.returncode == 1
     assert "needs PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _database_settings(**env: str) -> dict[str, object]:
+    code = (
+        "import json; from minicloud import settings; "
+        "db = settings.DATABASES['default']; "
+        "print(json.dumps({'age': db['CONN_MAX_AGE'], 'pool': db.get('OPTIONS', {}).get('pool')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": "postgres://u@127.0.0.1:1/db", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return dict(json.loads(result.stdout))
+
+
+def test_minicloud_reuses_database_connections() -> None:
+    # psycopg 3 + psycopg_pool (requirements.txt): Django's pool, which works under ASGI too.
+    pooled = _database_settings()
+    assert pooled["age"] == 0
+    assert isinstance(pooled["pool"], dict) and pooled["pool"]["max_size"] == 16
+    # Without the pool: persistent connections per thread.
+    assert _database_settings(MINICLOUD_DB_POOL="0") == {"age": 60, "pool": None}
+    assert _database_settings(MINICLOUD_DB_POOL="0", MINICLOUD_CONN_MAX_AGE="0")["age"] == 0
