@@ -137,6 +137,32 @@ def read(oid: int, offset: int, length: int, using: str) -> bytes:
         return bytes(cursor.fetchone()[0])
 
 
+def _pipeline(connection: Any) -> Any:
+    """Return the psycopg 3 connection to use in pipeline mode, or None where there is none.
+
+    Each statement sent through it is followed by a Sync (:func:`_end_statement`), so that
+    in autocommit it is its own transaction, as without pipelining: a slow client does
+    not hold one transaction, and its snapshot, open for a whole download or upload.
+    psycopg has no public call that sends a Sync without waiting for the results.
+    """
+    if not _is_psycopg3(connection):
+        return None
+    import psycopg
+
+    needed = ("_enqueue_sync", "_communicate_gen")
+    if not all(hasattr(psycopg.Pipeline, name) for name in needed):  # pragma: no cover
+        return None
+    connection.ensure_connection()
+    return connection.connection
+
+
+def _end_statement(conn: Any) -> None:
+    # Queue a Sync behind the statement and send both now, without waiting for results.
+    pipeline = conn._pipeline
+    pipeline._enqueue_sync()
+    conn.wait(pipeline._communicate_gen())
+
+
 def read_pieces(
     oid: int, pieces: Sequence[tuple[int, int]], using: str, *, ahead: int = 1
 ) -> Generator[bytes, None, None]:
@@ -150,14 +176,13 @@ def read_pieces(
     connection = _check_vendor(using)
     if not pieces:
         return
-    if not _is_psycopg3(connection) or ahead < 1:
+    conn = _pipeline(connection) if ahead >= 1 else None
+    if conn is None:
         for offset, length in pieces:
             yield read(oid, offset, length, using)
         return
     import psycopg
 
-    connection.ensure_connection()
-    conn = connection.connection
     sql = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"
     inflight: deque[Any] = deque()
     sent = 0
@@ -169,6 +194,7 @@ def read_pieces(
                     cursor = psycopg.Cursor(conn)
                     cursor.format = psycopg.pq.Format.BINARY
                     cursor.execute(sql, (oid, *pieces[sent]))
+                    _end_statement(conn)
                     inflight.append(cursor)
                     sent += 1
                 cursor = inflight.popleft()
@@ -185,22 +211,23 @@ class Writer:
 
     psycopg 3 sends each ``lo_put`` in pipeline mode and goes straight back to the caller,
     so the next piece can be received while the database stores this one; the socket
-    buffers bound what is in flight. Errors surface at the latest in :meth:`close`. With
-    psycopg2, each :func:`write` completes before the next.
+    buffers bound what is in flight. Errors surface in a later :meth:`write` or at the
+    latest in :meth:`close`. In autocommit each write is its own transaction, as with
+    :func:`write`. With psycopg2, each :func:`write` completes before the next.
     """
 
     def __init__(self, oid: int, using: str) -> None:
         self.oid = oid
         self.using = using
-        connection = _check_vendor(using)
         self._pipeline: Any = None
-        if _is_psycopg3(connection):
+        conn = _pipeline(_check_vendor(using))
+        if conn is not None:
             import psycopg
 
-            connection.ensure_connection()
-            self._pipeline = connection.connection.pipeline()
+            self._conn = conn
+            self._pipeline = conn.pipeline()
             self._pipeline.__enter__()
-            self._cursor = psycopg.Cursor(connection.connection)
+            self._cursor = psycopg.Cursor(conn)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         if self._pipeline is None:
@@ -208,6 +235,7 @@ class Writer:
             return
         with _missing_is_file_not_found(), connections[self.using].wrap_database_errors:
             self._cursor.execute("SELECT lo_put(%s::oid, %s::int8, %b)", (self.oid, offset, data))
+            _end_statement(self._conn)
 
     def close(self) -> None:
         """Wait for every write; raise the first error."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from unittest import mock
 
 import pytest
-from django.db import NotSupportedError, connection, transaction
+from django.db import NotSupportedError, connection, connections, transaction
 
 from files_app import lo
 
@@ -204,3 +205,38 @@ def test_writer_inside_a_transaction_rolls_back_with_it(lo_count: Callable[[], i
         assert lo.read(oid, 0, 10, DB) == b"abc"
         raise RuntimeError("roll back")
     assert lo_count() == before
+
+
+def _backend_state(pid: int) -> str:
+    # From a second connection: the test's own one is the connection being watched.
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+            row = cursor.fetchone()
+    finally:
+        other.close()
+    assert row is not None
+    return str(row[0])
+
+
+def test_reading_and_writing_piece_by_piece_holds_no_transaction_open() -> None:
+    # Between pieces, a slow client must not keep a transaction (and its snapshot) open.
+    oid = lo.create(DB)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        writer = lo.writer(oid, DB)
+        writer.write(0, b"a" * 1000)
+        writer.write(1000, b"b" * 1000)
+        time.sleep(0.2)  # the writes are done; their results are not yet fetched
+        assert _backend_state(pid) == "idle"
+        writer.close()
+        reads = lo.read_pieces(oid, [(0, 10), (10, 10), (20, 10)], DB, ahead=1)
+        assert next(reads) == b"a" * 10
+        time.sleep(0.2)
+        assert _backend_state(pid) == "idle"
+        assert list(reads) == [b"a" * 10, b"a" * 10]
+    finally:
+        lo.unlink(oid, DB)
