@@ -634,7 +634,13 @@ class Bench:
         return self.lab.start(name, args, env)
 
     def uvicorn(
-        self, name: str, *, chunk: int = MiB, pool: bool = True, workers: int = 1
+        self,
+        name: str,
+        *,
+        chunk: int = MiB,
+        pool: bool = True,
+        workers: int = 1,
+        message_size: int | None = None,
     ) -> Server:
         args = [
             PYTHON,
@@ -656,6 +662,8 @@ class Bench:
         env = {"BENCH_CHUNK_SIZE": str(chunk), "BENCH_CONN_MAX_AGE": "0"}
         if pool:
             env["BENCH_POOL"] = "1"
+        if message_size:
+            env["BENCH_ASGI_MESSAGE_SIZE"] = str(message_size)
         return self.lab.start(name, args, env)
 
     def nginx(self) -> Server | None:
@@ -774,6 +782,12 @@ class Bench:
                 peers.append((f"files_app {kind} @{human(chunk)}", http))
         peers.append(
             (
+                f"files_app uvicorn @{human(MiB)}, Django's 64 KiB ASGI messages",
+                lambda s: self.http_get(self.servers["u-django-messages"], s.path, s.size),
+            )
+        )
+        peers.append(
+            (
                 "Django FileResponse, gunicorn",
                 lambda s: self.http_get(
                     self.servers["fileresponse"], f"/disk/{s.disk_name}", s.size
@@ -791,7 +805,7 @@ class Bench:
         for size in plan.sizes:
             stored = self.files[size]
             log(f"full downloads of {human(size)}: {len(peers)} peers × {plan.reps} runs")
-            for rep in range(plan.reps if size < GiB else min(plan.reps, 3)):
+            for rep in range(plan.reps):
                 # Interleaved: every peer once per round, the order rotated each round.
                 order = peers[rep % len(peers) :] + peers[: rep % len(peers)]
                 for name, measure in order:
@@ -1096,6 +1110,9 @@ class Bench:
                 return self.uvicorn(f"uvicorn {human(c)}", chunk=c)
 
             specs[f"g{chunk}"], specs[f"u{chunk}"] = wsgi, asgi
+        specs["u-django-messages"] = lambda: self.uvicorn(
+            "uvicorn 64 KiB messages", message_size=64 * KiB
+        )
         self.start_servers(specs)
         self.servers["fileresponse"] = self.servers["g1048576"]
         nginx = self.nginx()
@@ -1193,8 +1210,7 @@ def report(results: dict[str, Any], plan: Plan) -> str:
     raw_key = f"raw lo_get @{human(MiB)}"
     if downloads:
         add(
-            f"#### Full downloads (MiB/s, median of {plan.reps} interleaved runs, "
-            f"{min(plan.reps, 3)} for 1 GiB; "
+            f"#### Full downloads (MiB/s, median of {plan.reps} interleaved runs; "
             f"× = ratio to `{raw_key}` of the same run)"
         )
         add("")

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.widgets import AdminFileWidget
 from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.defaultfilters import filesizeformat
@@ -43,6 +44,35 @@ class MultipleFileField(forms.FileField):
         if isinstance(data, list | tuple):
             return [super(MultipleFileField, self).clean(item, initial) for item in data]
         return [super().clean(data, initial)]
+
+
+class _CurrentFile:
+    """What the change form shows as "Currently": the file's name, linking to its download."""
+
+    def __init__(self, stored: StoredFile) -> None:
+        self.url = stored.get_absolute_url()
+        self.name = stored.name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StoredFileWidget(AdminFileWidget):
+    """The change form's file input; its "Currently" names the file, not its OID."""
+
+    def format_value(self, value: Any) -> Any:
+        value = super().format_value(value)
+        stored = getattr(value, "instance", None)
+        if isinstance(stored, StoredFile) and stored.pk is not None:
+            return _CurrentFile(stored)
+        return value
+
+
+class StoredFileChangeForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = StoredFile
+        fields = ["file", "name", "content_type", "public", "owner"]
+        widgets = {"file": StoredFileWidget}
 
 
 class StoredFileAddForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -110,8 +140,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         change: bool = False,
         **kwargs: Any,
     ) -> Any:
-        if obj is None:
-            kwargs["form"] = StoredFileAddForm
+        kwargs["form"] = StoredFileAddForm if obj is None else StoredFileChangeForm
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: StoredFile | None = None) -> Any:

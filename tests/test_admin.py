@@ -122,6 +122,10 @@ def test_replacing_the_file_in_the_change_form(
     change_url = f"{ADD_URL}{stored.pk}/change/"
     page = client.get(change_url)
     assert page.status_code == 200
+    # "Currently" names the file and links to its download, not to its OID.
+    current = re.search(r'Currently:\s*<a href="([^"]+)">([^<]+)</a>', page.content.decode())
+    assert current is not None
+    assert current.groups() == (stored.get_absolute_url(), "old.txt")
     response = client.post(
         change_url,
         {

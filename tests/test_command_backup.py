@@ -18,7 +18,7 @@ from django.db import connection
 
 from files_app.models import StoredFile
 from files_app.pgserver import find_bindir
-from tests.test_command_verify import run_django
+from tests.commands import run_django
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

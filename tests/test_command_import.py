@@ -23,8 +23,8 @@ from django.db import DatabaseError, connection
 from files_app import lo
 from files_app.management.commands import files_import
 from files_app.models import StoredFile
+from tests.commands import ROOT, subprocess_env
 from tests.processes import default_sigint
-from tests.test_command_verify import ROOT, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

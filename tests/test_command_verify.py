@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -17,44 +14,9 @@ from django.db import DatabaseError, connection
 from files_app import lo
 from files_app.management import options
 from files_app.models import StoredFile
+from tests.commands import run_django
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def database_url(name: str | None = None) -> str:
-    """Return a URL for the test database (or another database on the same server)."""
-    settings = connection.settings_dict
-    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
-    return (
-        f"postgres://{settings['USER']}{password}@{settings['HOST']}:{settings['PORT']}/"
-        f"{name or settings['NAME']}"
-    )
-
-
-def subprocess_env(database: str | None = None, **extra: str) -> dict[str, str]:
-    """Return the environment for ``python -m django`` on the test settings and database."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(database),
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        PYTHONPATH=str(ROOT),
-        **extra,
-    )
-    return env
-
-
-def run_django(*args: str, database: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a management command in a new process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=subprocess_env(database),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture
