@@ -113,7 +113,8 @@ class StreamingASGIHandler(ASGIHandler):
     """Django's ASGI handler, with large request bodies streamed to the view."""
 
     #: Django cuts every response chunk into ``http.response.body`` messages of this size,
-    #: copying each piece; with its 64 KiB, downloads were 1-5 % slower (bench/RESULTS.md).
+    #: copying each piece. 1 MiB (the view's chunk) spares the copies; the benchmark sees
+    #: no difference beyond noise (bench/RESULTS.md).
     chunk_size = 1024 * 1024
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
