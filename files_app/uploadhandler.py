@@ -170,6 +170,11 @@ class LargeObjectUploadHandler(FileUploadHandler):
             self.content_type_extra,
         )
 
+    def upload_complete(self) -> None:
+        # Another handler may stop the upload (StopUpload) in the middle of a file; Django
+        # then calls this without telling us the file will not be completed.
+        self.upload_interrupted()
+
     def upload_interrupted(self) -> None:
         if self.oid is not None:
             oid, self.oid = self.oid, None

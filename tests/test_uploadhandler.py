@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http.multipartparser import MultiPartParserError
 from django.test import RequestFactory, override_settings
 
@@ -153,3 +154,33 @@ def test_a_truncated_body_drops_the_partial_file(lo_count: Callable[[], int]) ->
     post, files = _parse(body[:50_000])  # what a WSGI server gives when the client leaves
     assert not files
     assert lo_count() == before
+
+
+class _StopAfter(FileUploadHandler):
+    """A second handler (a quota, say) that stops the upload part-way through a file."""
+
+    def __init__(self, request: object, limit: int) -> None:
+        super().__init__(request)
+        self.limit = limit
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if start + len(raw_data) > self.limit:
+            raise StopUpload(connection_reset=False)
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
+def test_another_handler_stopping_the_upload_leaves_nothing(
+    lo_count: Callable[[], int],
+) -> None:
+    before = lo_count()
+    request = RequestFactory().post(
+        "/", {"file": SimpleUploadedFile("big.bin", b"x" * 500_000, "application/x-test")}
+    )
+    # The quota handler comes first: ours passes no data on to the handlers after it.
+    request.upload_handlers = [_StopAfter(request, 200_000), LargeObjectUploadHandler(request)]
+    assert "file" not in request.FILES
+    assert lo_count() == before
+    assert lo.count("default") == before  # and the connection is usable again
