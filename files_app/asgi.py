@@ -55,7 +55,7 @@ class ASGIBodyStream(io.RawIOBase):
         super().__init__()
         self._receive = receive
         self._loop = loop
-        self._pending = b""
+        self._pending = memoryview(b"")  # slices of a memoryview copy nothing
         self.done = asyncio.Event()
         self.disconnected = False
 
@@ -65,7 +65,7 @@ class ASGIBodyStream(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         while not self._pending and not self.done.is_set():
-            self._pending = self._next()
+            self._pending = memoryview(self._next())
         count = min(len(view), len(self._pending))
         view[:count] = self._pending[:count]
         self._pending = self._pending[count:]

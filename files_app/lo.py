@@ -8,9 +8,10 @@ HTTP. Offsets and sizes are 64-bit throughout.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -164,39 +165,42 @@ def _end_statement(conn: Any) -> None:
 
 
 def read_pieces(
-    oid: int, pieces: Sequence[tuple[int, int]], using: str, *, ahead: int = 1
+    oid: int, pieces: Iterable[tuple[int, int]], using: str, *, ahead: int = 1
 ) -> Generator[bytes, None, None]:
     """Yield the bytes of each ``(offset, length)`` piece of the large object, in order.
 
     On psycopg 3 the next ``ahead`` reads are already sent (pipeline mode) while the
     caller handles a piece, so PostgreSQL reads piece n+1 while piece n goes to the
     client: at most ``ahead + 1`` pieces are in memory. Elsewhere, one read at a time.
-    A piece may come back shorter than asked at the end of the object.
+    ``pieces`` is consumed lazily. A piece may come back shorter than asked at the end of
+    the object.
     """
     connection = _check_vendor(using)
-    if not pieces:
+    pending = iter(pieces)
+    first = next(pending, None)
+    if first is None:
         return
     conn = _pipeline(connection) if ahead >= 1 else None
     if conn is None:
-        for offset, length in pieces:
+        for offset, length in itertools.chain([first], pending):
             yield read(oid, offset, length, using)
         return
     import psycopg
 
     sql = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"
     inflight: deque[Any] = deque()
-    sent = 0
+    upcoming: tuple[int, int] | None = first
     with _missing_is_file_not_found(), connection.wrap_database_errors, conn.pipeline():
         try:
-            while sent < len(pieces) or inflight:
-                while sent < len(pieces) and len(inflight) <= ahead:
+            while upcoming is not None or inflight:
+                while upcoming is not None and len(inflight) <= ahead:
                     # Django's cursors bind client-side, which allows no binary results.
                     cursor = psycopg.Cursor(conn)
                     cursor.format = psycopg.pq.Format.BINARY
-                    cursor.execute(sql, (oid, *pieces[sent]))
+                    cursor.execute(sql, (oid, *upcoming))
                     _end_statement(conn)
                     inflight.append(cursor)
-                    sent += 1
+                    upcoming = next(pending, None)
                 cursor = inflight.popleft()
                 row = cursor.fetchone()
                 cursor.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import suppress
@@ -95,16 +96,21 @@ class LargeObjectResponse(StreamingHttpResponse):
 Piece = bytes | tuple[int, int]
 
 
-def _plan_reads(segments: Sequence[Segment], chunk: int) -> list[Piece]:
-    """Split the body into literal bytes and ``(offset, length)`` reads of ``chunk`` at most."""
-    items: list[Piece] = []
+def _plan_reads(segments: Sequence[Segment], chunk: int) -> Iterator[Piece]:
+    """Split the body into literal bytes and ``(offset, length)`` reads of ``chunk`` at most.
+
+    Lazily: a body of many gigabytes in small chunks is many pieces.
+    """
     for segment in segments:
         if isinstance(segment, bytes):
-            items.append(segment)
+            yield segment
             continue
         for offset in range(segment.start, segment.stop, chunk):
-            items.append((offset, min(chunk, segment.stop - offset)))
-    return items
+            yield (offset, min(chunk, segment.stop - offset))
+
+
+def _reads(segments: Sequence[Segment], chunk: int) -> Iterator[tuple[int, int]]:
+    return (item for item in _plan_reads(segments, chunk) if not isinstance(item, bytes))
 
 
 def _checked(data: bytes | None, item: tuple[int, int]) -> bytes:
@@ -115,14 +121,13 @@ def _checked(data: bytes | None, item: tuple[int, int]) -> bytes:
 
 
 def _body_iter(
-    raw: LargeObjectIO, items: Sequence[Piece], first: bytes
+    raw: LargeObjectIO, segments: Sequence[Segment], chunk: int, first: bytes
 ) -> Generator[bytes, None, None]:
     """Yield the body: ``first`` is the first read, already done; the rest read ahead."""
-    reads = [item for item in items if not isinstance(item, bytes)]
-    rest = lo.read_pieces(raw.oid, reads[1:], raw.using)
+    rest = lo.read_pieces(raw.oid, itertools.islice(_reads(segments, chunk), 1, None), raw.using)
     done = 0
     try:
-        for item in items:
+        for item in _plan_reads(segments, chunk):
             if isinstance(item, bytes):
                 yield item
                 continue
@@ -138,19 +143,23 @@ def _next_chunk(body: Iterator[bytes]) -> bytes | None:
 
 
 async def _body_aiter(
-    raw: LargeObjectIO, items: Sequence[Piece], first: bytes
+    raw: LargeObjectIO, segments: Sequence[Segment], chunk: int, first: bytes
 ) -> AsyncIterator[bytes]:
     """:func:`_body_iter` for ASGI, each read started in the request's thread before the
     previous chunk is sent. (Under ASGI a sync iterator would be read whole into memory
     before sending.) A body of one read needs no thread at all.
     """
-    reads = [item for item in items if not isinstance(item, bytes)]
-    rest = lo.read_pieces(raw.oid, reads[1:], raw.using)
+    total = sum(
+        -(-(segment.stop - segment.start) // chunk)
+        for segment in segments
+        if not isinstance(segment, bytes)
+    )
+    rest = lo.read_pieces(raw.oid, itertools.islice(_reads(segments, chunk), 1, None), raw.using)
     step = sync_to_async(_next_chunk, thread_sensitive=True)
     pending: asyncio.Future[bytes | None] | None = None
     done = 0
     try:
-        for item in items:
+        for item in _plan_reads(segments, chunk):
             if isinstance(item, bytes):
                 yield item
                 continue
@@ -160,7 +169,7 @@ async def _body_aiter(
                 pending = pending or asyncio.ensure_future(step(rest))
                 data, pending = await pending, None
             done += 1
-            if done < len(reads):
+            if done < total:
                 pending = asyncio.ensure_future(step(rest))
             yield _checked(data, item)
     finally:
@@ -337,8 +346,8 @@ class LargeObjectView(View):
     ) -> LargeObjectResponse:
         raw = self.file.raw
         self.file.close()  # reads go by offset; no descriptor or cursor stays open
-        items = _plan_reads(segments, self.chunk_size or app_settings.CHUNK_SIZE)
-        first = next((item for item in items if not isinstance(item, bytes)), None)
+        chunk = self.chunk_size or app_settings.CHUNK_SIZE
+        first = next(_reads(segments, chunk), None)
         try:
             # The first read happens now, so that a missing object is a 404, not a
             # broken body; a response without one asks whether the object exists.
@@ -349,11 +358,12 @@ class LargeObjectView(View):
         except FileNotFoundError as exc:
             raise Http404("The file's data is missing.") from exc
         if first is None:
-            return LargeObjectResponse(items, status=status, headers=headers)
+            literal = [segment for segment in segments if isinstance(segment, bytes)]
+            return LargeObjectResponse(literal, status=status, headers=headers)
         if isinstance(request, ASGIRequest):
-            body: Iterator[bytes] | AsyncIterator[bytes] = _body_aiter(raw, items, data)
+            body: Iterator[bytes] | AsyncIterator[bytes] = _body_aiter(raw, segments, chunk, data)
         else:
-            body = _body_iter(raw, items, data)
+            body = _body_iter(raw, segments, chunk, data)
         return LargeObjectResponse(body, status=status, headers=headers)
 
 

@@ -141,6 +141,8 @@ def test_read_pieces_returns_each_piece_in_order() -> None:
     for ahead in (0, 1, 3):
         got = list(lo.read_pieces(oid, pieces, DB, ahead=ahead))
         assert got == [data[o : o + n] for o, n in pieces]
+        lazily = lo.read_pieces(oid, (piece for piece in pieces), DB, ahead=ahead)
+        assert list(lazily) == got
     assert list(lo.read_pieces(oid, [], DB)) == []
     lo.unlink(oid, DB)
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 from django.test import RequestFactory, override_settings
 
@@ -159,7 +160,7 @@ def test_a_truncated_body_drops_the_partial_file(lo_count: Callable[[], int]) ->
 class _StopAfter(FileUploadHandler):
     """A second handler (a quota, say) that stops the upload part-way through a file."""
 
-    def __init__(self, request: object, limit: int) -> None:
+    def __init__(self, request: HttpRequest, limit: int) -> None:
         super().__init__(request)
         self.limit = limit
 
