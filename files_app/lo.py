@@ -32,7 +32,6 @@ __all__ = [
     "Writer",
     "unlink",
     "write",
-    "writer",
 ]
 
 # Large objects created by files_app carry this comment (plus their creation time): the
@@ -138,7 +137,7 @@ def read(oid: int, offset: int, length: int, using: str) -> bytes:
         return bytes(cursor.fetchone()[0])
 
 
-def _pipeline(connection: Any) -> Any:
+def _pipeline_connection(connection: Any) -> Any:
     """Return the psycopg 3 connection to use in pipeline mode, or None where there is none.
 
     Each statement sent through it is followed by a Sync (:func:`_end_statement`), so that
@@ -157,9 +156,8 @@ def _pipeline(connection: Any) -> Any:
     return connection.connection
 
 
-def _end_statement(conn: Any) -> None:
+def _end_statement(conn: Any, pipeline: Any) -> None:
     # Queue a Sync behind the statement and send both now, without waiting for results.
-    pipeline = conn._pipeline
     pipeline._enqueue_sync()
     conn.wait(pipeline._communicate_gen())
 
@@ -180,7 +178,7 @@ def read_pieces(
     first = next(pending, None)
     if first is None:
         return
-    conn = _pipeline(connection) if ahead >= 1 else None
+    conn = _pipeline_connection(connection) if ahead >= 1 else None
     if conn is None:
         for offset, length in itertools.chain([first], pending):
             yield read(oid, offset, length, using)
@@ -190,7 +188,11 @@ def read_pieces(
     sql = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"
     inflight: deque[Any] = deque()
     upcoming: tuple[int, int] | None = first
-    with _missing_is_file_not_found(), connection.wrap_database_errors, conn.pipeline():
+    with (
+        _missing_is_file_not_found(),
+        connection.wrap_database_errors,
+        conn.pipeline() as pipeline,
+    ):
         try:
             while upcoming is not None or inflight:
                 while upcoming is not None and len(inflight) <= ahead:
@@ -198,7 +200,7 @@ def read_pieces(
                     cursor = psycopg.Cursor(conn)
                     cursor.format = psycopg.pq.Format.BINARY
                     cursor.execute(sql, (oid, *upcoming))
-                    _end_statement(conn)
+                    _end_statement(conn, pipeline)
                     inflight.append(cursor)
                     upcoming = next(pending, None)
                 cursor = inflight.popleft()
@@ -223,23 +225,23 @@ class Writer:
     def __init__(self, oid: int, using: str) -> None:
         self.oid = oid
         self.using = using
-        self._pipeline: Any = None
-        conn = _pipeline(_check_vendor(using))
+        self._mode: Any = None  # psycopg 3's pipeline mode, entered until _end()
+        conn = _pipeline_connection(_check_vendor(using))
         if conn is not None:
             import psycopg
 
             self._conn = conn
-            self._pipeline = conn.pipeline()
-            self._pipeline.__enter__()
+            self._mode = conn.pipeline()
+            self._pipeline = self._mode.__enter__()
             self._cursor = psycopg.Cursor(conn)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
-        if self._pipeline is None:
+        if self._mode is None:
             write(self.oid, offset, data, self.using)
             return
         with _missing_is_file_not_found(), connections[self.using].wrap_database_errors:
             self._cursor.execute("SELECT lo_put(%s::oid, %s::int8, %b)", (self.oid, offset, data))
-            _end_statement(self._conn)
+            _end_statement(self._conn, self._pipeline)
 
     def close(self) -> None:
         """Wait for every write; raise the first error."""
@@ -251,19 +253,14 @@ class Writer:
             self._end()
 
     def _end(self) -> None:
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is None:
+        mode, self._mode = self._mode, None
+        if mode is None:
             return
         try:
             with _missing_is_file_not_found(), connections[self.using].wrap_database_errors:
-                pipeline.__exit__(None, None, None)
+                mode.__exit__(None, None, None)
         finally:
             self._cursor.close()
-
-
-def writer(oid: int, using: str) -> Writer:
-    """Return a :class:`Writer` for the large object."""
-    return Writer(oid, using)
 
 
 def size(oid: int, using: str) -> int:

@@ -214,7 +214,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         # One transaction: a failure part-way leaves no half-written object behind.
         with transaction.atomic(using=self.using):
             oid = lo.create(self.using)
-            writer = lo.writer(oid, self.using)
+            writer = lo.Writer(oid, self.using)
             offset = 0
             try:
                 for chunk in self._chunks(content):

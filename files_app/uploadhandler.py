@@ -123,7 +123,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         self.oid = lo.create(self.storage.using)
         # Each chunk goes to the database without waiting for the previous write (on
         # psycopg 3): the next chunk arrives from the client meanwhile.
-        self.writer = lo.writer(self.oid, self.storage.using)
+        self.writer = lo.Writer(self.oid, self.storage.using)
         self.sha256 = hashlib.sha256()
         self.head = b""
         self.size = 0

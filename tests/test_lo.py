@@ -133,6 +133,12 @@ def _pattern(size: int) -> bytes:
     return bytes(i * 7 % 251 for i in range(size))
 
 
+def _assert_out_of_pipeline_mode() -> None:
+    pgconn = getattr(connection.connection, "pgconn", None)
+    if pgconn is not None:  # psycopg 3; psycopg2 has no pipeline mode
+        assert pgconn.pipeline_status == 0, "the connection was left in pipeline mode"
+
+
 def test_read_pieces_returns_each_piece_in_order() -> None:
     data = _pattern(300_000)
     oid = lo.create(DB)
@@ -153,6 +159,7 @@ def test_read_pieces_stopped_early_leaves_the_connection_usable() -> None:
     reads = lo.read_pieces(oid, [(i * 100, 100) for i in range(100)], DB, ahead=4)
     assert next(reads) == b"x" * 100
     reads.close()  # a client that went away
+    _assert_out_of_pipeline_mode()
     assert lo.read(oid, 0, 3, DB) == b"xxx"
     lo.unlink(oid, DB)
 
@@ -162,13 +169,14 @@ def test_read_pieces_of_a_missing_object_is_file_not_found() -> None:
     lo.unlink(oid, DB)
     with pytest.raises(FileNotFoundError):
         list(lo.read_pieces(oid, [(0, 10), (10, 10)], DB))
-    assert lo.count(DB) >= 0  # the connection still works
+    _assert_out_of_pipeline_mode()
+    assert not lo.exists(oid, DB)  # and the connection answers queries
 
 
 def test_writer_writes_every_piece() -> None:
     data = _pattern(500_000)
     oid = lo.create(DB)
-    writer = lo.writer(oid, DB)
+    writer = lo.Writer(oid, DB)
     for offset in range(0, len(data), 64 * 1024):
         writer.write(offset, data[offset : offset + 64 * 1024])
     writer.close()
@@ -180,20 +188,25 @@ def test_writer_writes_every_piece() -> None:
 def test_writer_reports_a_missing_object_by_close_at_the_latest() -> None:
     oid = lo.create(DB)
     lo.unlink(oid, DB)
-    writer = lo.writer(oid, DB)
+    writer = lo.Writer(oid, DB)
     with pytest.raises(FileNotFoundError):
-        writer.write(0, b"lost")
-        writer.close()
-    assert lo.count(DB) >= 0  # the connection still works
+        try:
+            writer.write(0, b"lost")
+            writer.close()
+        finally:
+            writer.abort()  # what callers do on an error; a no-op after close()
+    _assert_out_of_pipeline_mode()
+    assert not lo.exists(oid, DB)  # and the connection answers queries
 
 
 def test_writer_abort_ignores_errors_and_frees_the_connection() -> None:
     oid = lo.create(DB)
     lo.unlink(oid, DB)
-    writer = lo.writer(oid, DB)
+    writer = lo.Writer(oid, DB)
     with contextlib.suppress(FileNotFoundError):
         writer.write(0, b"lost")  # psycopg2 fails here, psycopg 3 later
     writer.abort()
+    _assert_out_of_pipeline_mode()
     assert not lo.exists(oid, DB)
 
 
@@ -201,7 +214,7 @@ def test_writer_inside_a_transaction_rolls_back_with_it(lo_count: Callable[[], i
     before = lo_count()
     with pytest.raises(RuntimeError), transaction.atomic():
         oid = lo.create(DB)
-        writer = lo.writer(oid, DB)
+        writer = lo.Writer(oid, DB)
         writer.write(0, b"abc")
         writer.close()
         assert lo.read(oid, 0, 10, DB) == b"abc"
@@ -229,7 +242,7 @@ def test_reading_and_writing_piece_by_piece_holds_no_transaction_open() -> None:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
     try:
-        writer = lo.writer(oid, DB)
+        writer = lo.Writer(oid, DB)
         writer.write(0, b"a" * 1000)
         writer.write(1000, b"b" * 1000)
         time.sleep(0.2)  # the writes are done; their results are not yet fetched
