@@ -8,15 +8,19 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminFileWidget
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
+from files_app.csrf import reject_before_body
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
 from files_app.uploadhandler import LargeObjectUploadHandler, UploadTooLarge
@@ -42,6 +46,8 @@ class MultipleFileField(forms.FileField):
 
     def clean(self, data: Any, initial: Any = None) -> Any:
         if isinstance(data, list | tuple):
+            if not data:  # no file part, or only empty ones: as a single empty input
+                return [super().clean(None, initial)]
             return [super(MultipleFileField, self).clean(item, initial) for item in data]
         return [super().clean(data, initial)]
 
@@ -157,19 +163,29 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_urls(self) -> list[URLPattern]:
         urls = super().get_urls()
         for pattern in urls:
-            if pattern.name in (self._url_name("add"), self._url_name("change")):
-                pattern.callback = self._streaming_uploads(pattern.callback)
+            for action in ("add", "change"):
+                if pattern.name == self._url_name(action):
+                    pattern.callback = self._streaming_uploads(pattern.callback, action)
         return urls
 
     def _url_name(self, view: str) -> str:
         return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
 
-    def _streaming_uploads(self, view: Any) -> Any:
+    def _streaming_uploads(self, view: Any, action: str) -> Any:
         # Upload handlers must be set before anything reads request.POST, and the CSRF
         # middleware does; the wrapped admin view still checks the CSRF token itself.
         @csrf_exempt
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method == "POST":
+                # Nothing of the body is read, let alone stored, before the user is known
+                # and allowed to upload, and the request passed the CSRF checks that need
+                # no body (anyone can send a CSRF cookie and token of their choosing).
+                refusal = self._refuse_upload(request, action, kwargs.get("object_id"))
+                if refusal is not None:
+                    return refusal
+                refusal = reject_before_body(request, view)
+                if refusal is not None:
+                    return refusal
                 request.upload_handlers = [LargeObjectUploadHandler(request)]
             try:
                 response: HttpResponseBase = view(request, *args, **kwargs)
@@ -178,6 +194,22 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return response
 
         return wrapper
+
+    def _refuse_upload(
+        self, request: HttpRequest, action: str, object_id: str | None
+    ) -> HttpResponseBase | None:
+        if not self.admin_site.has_permission(request):
+            # What the admin answers too: to the login page, and back here afterwards.
+            login = reverse("admin:login", current_app=self.admin_site.name)
+            return redirect_to_login(request.get_full_path(), login)
+        if action == "add":
+            allowed = self.has_add_permission(request)
+        else:
+            obj = self.get_object(request, unquote(object_id)) if object_id else None
+            allowed = self.has_change_permission(request, obj)
+        if not allowed:
+            raise PermissionDenied
+        return None
 
     def _too_large(self, request: HttpRequest, exc: UploadTooLarge) -> HttpResponse:
         return TemplateResponse(

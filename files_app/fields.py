@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import posixpath
+from dataclasses import dataclass
 from typing import Any
 
 from django.core import checks
+from django.core.files.base import File
 from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models.fields.files import FieldFile
 
-from files_app.storage import LargeObjectStorage, oid_from_name
+from files_app.digests import Digest, HashingReader
+from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, oid_from_name
 
-__all__ = ["LargeObjectField", "LargeObjectFieldFile"]
+__all__ = ["LargeObjectField", "LargeObjectFieldFile", "WrittenObject"]
 
 _fallback_storage: LargeObjectStorage | None = None
 
@@ -27,14 +31,38 @@ def default_large_object_storage() -> Storage:
     return _fallback_storage
 
 
+@dataclass(frozen=True)
+class WrittenObject:
+    """What :meth:`LargeObjectFieldFile.save` wrote: the object, its digest, the name given."""
+
+    oid: int
+    digest: Digest
+    name: str
+
+
 class LargeObjectFieldFile(FieldFile):
     """The file in a :class:`LargeObjectField`; its name is the object's OID."""
 
+    #: The object :meth:`save` wrote last, with the digest of its bytes computed on the way.
+    written: WrittenObject | None = None
+
     def save(self, name: str, content: Any, save: bool = True) -> None:
-        super().save(name, content, save=False)
+        digest: Digest | None = None
+        source: File[Any]
+        if isinstance(content, LargeObjectUploadedFile):
+            digest, source = content.digest, content  # hashed while it was uploaded
+        else:
+            source = HashingReader(content, name)
+        super().save(name, source, save=False)
         # The column keeps only the OID: make the name what a reload would give.
-        self.name = str(oid_from_name(self.name))
-        setattr(self.instance, self.field.attname, self.name)
+        oid = oid_from_name(self.name)
+        self.name = str(oid)
+        # Keep this object (not just its name) on the instance, with what it wrote.
+        setattr(self.instance, self.field.attname, self)
+        if isinstance(source, HashingReader):
+            digest = source.digest()
+        if oid is not None and digest is not None:
+            self.written = WrittenObject(oid, digest, posixpath.basename(name))
         if save:
             self.instance.save()
 

@@ -27,6 +27,7 @@ __all__ = [
     "install_unlink_trigger",
     "read",
     "read_pieces",
+    "read_with_size",
     "size",
     "sweep_candidates",
     "Writer",
@@ -135,6 +136,18 @@ def read(oid: int, offset: int, length: int, using: str) -> bytes:
     with _cursor(using, binary=True) as cursor:
         cursor.execute("SELECT lo_get(%s::oid, %s::int8, %s::int4)", (oid, offset, length))
         return bytes(cursor.fetchone()[0])
+
+
+def read_with_size(oid: int, offset: int, length: int, using: str) -> tuple[bytes, int]:
+    """Return up to ``length`` bytes from ``offset``, and the object's size: one query."""
+    with _cursor(using, binary=True) as cursor:
+        cursor.execute(
+            "SELECT lo_get(%s::oid, %s::int8, %s::int4), lo_lseek64(fd, 0, 2), lo_close(fd) "
+            "FROM (SELECT lo_open(%s::oid, %s) AS fd) s",
+            (oid, offset, length, oid, INV_READ),
+        )
+        row = cursor.fetchone()
+        return bytes(row[0]), int(row[1])
 
 
 def _pipeline_connection(connection: Any) -> Any:
@@ -319,13 +332,24 @@ def count(using: str, *, owned: bool = False) -> int:
         return int(cursor.fetchone()[0])
 
 
-UNLINK_FUNCTION = """
+# Unlinks one transaction does itself; the rest wait in files_app_pendingunlink until
+# after commit. Each lo_unlink holds a lock until the end of its transaction, and the lock
+# table has room for max_locks_per_transaction (64) x max_connections locks in all: a
+# statement deleting 100,000 rows must not take 100,000 of them.
+IMMEDIATE_UNLINKS = 500
+
+UNLINK_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION files_app_unlink_lo() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Index lookups whatever the statistics say (a plan made while a table looked empty would
+-- scan it whole for every deleted row).
+SET enable_seqscan = off
+AS $$
 DECLARE
     old_oid oid := (to_jsonb(OLD) ->> TG_ARGV[0])::oid;
     new_oid oid;
     still_used boolean;
+    unlinked int4;
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         new_oid := (to_jsonb(NEW) ->> TG_ARGV[0])::oid;
@@ -338,10 +362,17 @@ BEGIN
                    TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0])
         INTO still_used USING old_oid;
     -- Tolerant, unlike the lo extension's lo_manage: the object may already be gone.
-    IF NOT still_used AND EXISTS (
+    IF still_used OR NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = old_oid
     ) THEN
+        RETURN NULL;
+    END IF;
+    unlinked := coalesce(nullif(current_setting('files_app.unlinks', true), ''), '0')::int4;
+    IF unlinked < {IMMEDIATE_UNLINKS} THEN
+        PERFORM set_config('files_app.unlinks', (unlinked + 1)::text, true);
         PERFORM pg_catalog.lo_unlink(old_oid);
+    ELSE
+        INSERT INTO files_app_pendingunlink (oid) VALUES (old_oid::int8);
     END IF;
     RETURN NULL;
 END

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import File
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db import models, router, transaction
+from django.db.models.functions import Now
 from django.urls import reverse
 
+from files_app import mediatypes
+from files_app.digests import Digest, HashingReader, digest_chunks
 from files_app.fields import LargeObjectField
-from files_app.sniff import SNIFF_BYTES, content_type_for
+from files_app.maintenance import LargeObjectQuerySet
+from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
+from files_app.storage import oid_from_name
 
-__all__ = ["HashingReader", "StoredFile"]
+__all__ = [
+    "HashingReader",
+    "PendingUnlink",
+    "StoredFile",
+    "StoredFileQuerySet",
+    "validate_content_type",
+]
 
 
 NAME_LENGTH = 255
+# Columns that describe the bytes of the file: only save() may set them (from the object).
+DERIVED_FIELDS = frozenset({"file", "size", "sha256"})
+
+
+# Set while bulk_update() writes rows it has just described (it goes through update()).
+_described_rows: ContextVar[bool] = ContextVar("files_app_described_rows", default=False)
 
 
 def _fit(name: str, length: int) -> str:
@@ -32,27 +51,66 @@ def _fit(name: str, length: int) -> str:
     return root[: length - len(ext)] + ext
 
 
-class HashingReader(File):  # type: ignore[type-arg]
-    """Wrap a file so that streaming it computes its SHA-256, size and first bytes."""
+def validate_content_type(value: str) -> None:
+    """Raise ValidationError unless ``value`` is a media type (RFC 9110 §8.3.1)."""
+    try:
+        mediatypes.normalize(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_content_type") from exc
 
-    def __init__(self, file: Any, name: str | None = None) -> None:
-        super().__init__(file, name or getattr(file, "name", None))
-        self.sha256 = hashlib.sha256()
-        self.length = 0
-        self.head = b""
 
-    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        assert self.file is not None
-        source = self.file.chunks(chunk_size) if hasattr(self.file, "chunks") else None
-        if source is None:
-            source = File(self.file).chunks(chunk_size)
-        for chunk in source:
-            data = chunk.encode() if isinstance(chunk, str) else chunk
-            self.sha256.update(data)
-            self.length += len(data)
-            if len(self.head) < SNIFF_BYTES:
-                self.head += data[: SNIFF_BYTES - len(self.head)]
-            yield data
+class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
+    """Stored files; the bulk routes keep every row true to its large object too."""
+
+    def bulk_create(self, objs: Iterable[StoredFile], *args: Any, **kwargs: Any) -> Any:
+        objs = list(objs)
+        with transaction.atomic(using=self.db):
+            for obj in objs:
+                obj.describe_file(self.db)
+            return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(
+        self, objs: Iterable[StoredFile], fields: Iterable[str], batch_size: int | None = None
+    ) -> int:
+        objs, fields = list(objs), list(fields)
+        if {"file", "content_type"} & set(fields):
+            with transaction.atomic(using=self.db):
+                for obj in objs:
+                    obj.describe_file(self.db)
+                described = ["file", "name", "content_type", "size", "sha256"]
+                fields += [name for name in described if name not in fields]
+                token = _described_rows.set(True)
+                try:
+                    return super().bulk_update(objs, fields, batch_size)
+                finally:
+                    _described_rows.reset(token)
+        if DERIVED_FIELDS & set(fields):
+            raise ValueError(_derived_message(DERIVED_FIELDS & set(fields)))
+        return super().bulk_update(objs, fields, batch_size)
+
+    bulk_update.alters_data = True  # type: ignore[attr-defined]
+
+    def update(self, **kwargs: Any) -> int:
+        if _described_rows.get():
+            return super().update(**kwargs)
+        if derived := DERIVED_FIELDS & kwargs.keys():
+            raise ValueError(_derived_message(derived))
+        if "content_type" in kwargs:
+            value = kwargs["content_type"]
+            if not isinstance(value, str):
+                raise ValueError(f"content_type must be a string, not {value!r}.")
+            kwargs["content_type"] = mediatypes.normalize(value) if value else ""
+        return super().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
+
+def _derived_message(fields: AbstractSet[str]) -> str:
+    names = ", ".join(sorted(fields))
+    return (
+        f"A stored file's {names} must describe its large object: assign the file and call "
+        f"save() (or bulk_create()/bulk_update() with 'file'), which compute them."
+    )
 
 
 class StoredFile(models.Model):
@@ -71,6 +129,7 @@ class StoredFile(models.Model):
         blank=True,
         db_index=True,
         help_text="Left empty, it is taken from the upload, the first bytes or the name.",
+        validators=[validate_content_type],
     )
     size = models.BigIntegerField(default=0, editable=False)
     sha256 = models.CharField("SHA-256", max_length=64, blank=True, editable=False)
@@ -87,12 +146,19 @@ class StoredFile(models.Model):
         related_name="stored_files",
     )
 
-    # The name and content type as loaded from the database (see from_db()).
+    objects = StoredFileQuerySet.as_manager()
+
+    # The name and content type as loaded or last saved (see from_db()).
     _loaded: tuple[str | None, str | None] = (None, None)
+    # The object that size and sha256 describe, as loaded or last saved.
+    _described_oid: int | None = None
 
     class Meta:
         ordering = ["-created", "-pk"]
         verbose_name = "stored file"
+        # Cascades (a deleted owner) go through StoredFileQuerySet too, and free the
+        # objects a big delete queued.
+        base_manager_name = "objects"
         indexes = [models.Index(fields=["public", "-created"], name="files_app_public_created")]
 
     def __str__(self) -> str:
@@ -100,12 +166,18 @@ class StoredFile(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        update_fields = kwargs.get("update_fields")
         # One transaction for the large object and the row: a failed INSERT or UPDATE
-        # leaves no committed object behind (DESIGN.md, "Large objects").
+        # leaves no committed object behind (docs/design.md, "Large objects").
         with transaction.atomic(using=using):
-            if self.file and not self.file._committed:
-                self._store_upload()
+            if update_fields is None or {"file", "content_type"} & set(update_fields):
+                self.describe_file(using)
+                if update_fields is not None:
+                    kwargs["update_fields"] = {*update_fields, "name", "size", "sha256"}
+            elif DERIVED_FIELDS & set(update_fields):
+                raise ValueError(_derived_message(DERIVED_FIELDS & set(update_fields)))
             super().save(*args, **kwargs)
+        self._loaded = (self.name, self.content_type)
 
     save.alters_data = True  # type: ignore[attr-defined]
 
@@ -120,6 +192,8 @@ class StoredFile(models.Model):
         # Remember what was loaded: a replaced file brings its own name and type unless
         # they were edited too.
         instance._loaded = (instance.__dict__.get("name"), instance.__dict__.get("content_type"))
+        # Its size and hash describe the object it was loaded with.
+        instance._described_oid = oid_from_name(instance.__dict__.get("file"))
         return instance
 
     @property
@@ -134,20 +208,84 @@ class StoredFile(models.Model):
         """Return a strong ETag: the content hash (an object never changes once stored)."""
         return f'"{self.sha256}"' if self.sha256 else f'"{self.file.name}"'
 
-    def _store_upload(self) -> None:
-        upload = self.file.file
-        original_name = _fit(posixpath.basename(str(self.file.name or "")), NAME_LENGTH)
-        if hasattr(upload, "adopt"):
-            # LargeObjectUploadHandler already stored it, hashing on the way.
-            self.file.save(original_name or "upload", upload, save=False)
-            self.size, self.sha256, head = upload.size, upload.sha256, upload.head
-        else:
-            reader = HashingReader(upload, original_name)
-            self.file.save(original_name or "upload", reader, save=False)
-            self.size, self.sha256, head = reader.length, reader.sha256.hexdigest(), reader.head
-        loaded_name, loaded_type = self._loaded
+    def describe_file(self, using: str) -> None:
+        """Store an unsaved file, and make size, SHA-256, name and type describe the object.
+
+        Whatever route the file took — assigned, saved through ``self.file.save()`` with or
+        without ``save=True``, uploaded, or the name of an object that already exists — the
+        row ends up true to the bytes it serves. Raise ValueError for a file-less row or a
+        content type that is not a media type.
+        """
+        if "file" in self.get_deferred_fields():
+            self._describe_type(None)  # the file is not being changed
+            return
+        file = self.file
+        if not file:
+            raise ValueError(f"{self!r} has no file: a stored file needs one.")
+        upload_type = ""
+        if not file._committed:
+            upload = file.file
+            if isinstance(upload, UploadedFile):
+                upload_type = upload.content_type or ""
+            name = _fit(posixpath.basename(str(file.name or "")), NAME_LENGTH)
+            file.save(name or "upload", upload, save=False)
+        oid = file.oid
+        written = file.written if file.written and file.written.oid == oid else None
+        if oid == self._described_oid and written is None:
+            self._describe_type(None)  # the same object as before: only the type may change
+            return
+        digest = written.digest if written is not None else self._digest_of_existing(using)
+        self.size, self.sha256 = digest.size, digest.sha256
+        loaded_name, _ = self._loaded
         if not self.name or self.name == loaded_name:
-            self.name = original_name or str(self.uuid)
-        declared = self.content_type if self.content_type != loaded_type else ""
-        declared = declared or str(getattr(upload, "content_type", None) or "")
-        self.content_type = content_type_for(declared, head, self.name)
+            given = _fit(written.name, NAME_LENGTH) if written else ""
+            self.name = given or self.name or str(self.uuid)
+        self._describe_type(digest.head, upload_type)
+        self._described_oid = oid
+
+    def _describe_type(self, head: bytes | None, upload_type: str = "") -> None:
+        _, loaded_type = self._loaded
+        explicit = self.content_type if self.content_type != loaded_type else ""
+        if head is None and not explicit:
+            return  # neither the file nor the type changed: keep what the row says
+        if explicit:
+            normal = mediatypes.normalize(explicit)  # ValueError: not a media type
+            if normal.split(";")[0] not in GENERIC_TYPES:
+                self.content_type = normal
+                return
+        if head is None:
+            with self.file.open("rb") as opened:
+                head = opened.read(SNIFF_BYTES)
+        self.content_type = content_type_for(upload_type, head, self.name)
+
+    def _digest_of_existing(self, using: str) -> Digest:
+        # Another row with the same object already describes it (rows are always true).
+        twin = (
+            type(self)
+            ._default_manager.using(using)
+            .filter(file=self.file.oid)
+            .exclude(pk=self.pk)
+            .exclude(sha256="")
+            .values_list("size", "sha256")
+            .first()
+        )
+        with self.file.open("rb") as opened:
+            if twin is not None:
+                return Digest(twin[0], twin[1], opened.read(SNIFF_BYTES))
+            return digest_chunks(opened.chunks())
+
+
+class PendingUnlink(models.Model):
+    """A large object whose last row was deleted by a statement that freed many: it is
+    unlinked after that transaction commits (see :func:`files_app.maintenance.drain`).
+    """
+
+    # Not an ``oid`` column: vacuumlo and pg_dump would take it for a reference.
+    oid = models.BigIntegerField()
+    queued = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        verbose_name = "large object waiting to be unlinked"
+
+    def __str__(self) -> str:
+        return f"large object {self.oid}"

@@ -208,8 +208,8 @@ class PostgresServer:
         )
         return result.returncode == 0
 
-    def start(self) -> None:
-        """Start the server, initialising the data directory first if it is empty."""
+    def start(self, port: int | None = None) -> None:
+        """Start the server (on ``port``, or a free one), initialising it first if needed."""
         if not self.initialized():
             self.init()
         log_path = self.datadir / "server.log"
@@ -220,9 +220,9 @@ class PostgresServer:
         ]
         if self.ephemeral:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-        for _attempt in range(5):
-            port = _free_port()
-            args = [self._bin("postgres"), "-D", str(self.datadir), "-p", str(port)]
+        for _attempt in range(1 if port else 5):
+            chosen = port or _free_port()
+            args = [self._bin("postgres"), "-D", str(self.datadir), "-p", str(chosen)]
             for setting in settings:
                 args += ["-c", setting]
             with open(log_path, "ab") as log:
@@ -234,8 +234,8 @@ class PostgresServer:
                     start_new_session=True,
                     preexec_fn=self._demote,
                 )
-            if self._wait_ready(process, port):
-                self._process, self.port, self.owner = process, port, True
+            if self._wait_ready(process, chosen):
+                self._process, self.port, self.owner = process, chosen, True
                 return
             process.wait()
             tail = log_path.read_text(errors="replace")[-2000:]

@@ -139,7 +139,7 @@ class RangeDecision(enum.Enum):
 
 @dataclass(frozen=True)
 class RangeResult:
-    """Hold the decision and, for PARTIAL, the sorted coalesced ranges."""
+    """Hold the decision and, for PARTIAL, the coalesced ranges in the order asked for."""
 
     decision: RangeDecision
     ranges: tuple[ByteRange, ...] = ()
@@ -164,15 +164,25 @@ def _satisfiable(spec: Spec, size: int) -> ByteRange | None:
 
 
 def _coalesce(ranges: list[ByteRange]) -> list[ByteRange]:
-    """Sort and merge overlapping, adjacent and nearly adjacent ranges (§15.3.7.2)."""
+    """Merge overlapping, adjacent and nearly adjacent ranges (§15.3.7.2).
+
+    The result keeps the order of the request: RFC 9110 §14.6 says the parts SHOULD come
+    in the order of the Range header, except for ranges coalesced into others. A merged
+    range takes the place of the first of its members in the header.
+    """
+    order = sorted(range(len(ranges)), key=lambda i: ranges[i].start)
     merged: list[ByteRange] = []
-    for rng in sorted(ranges, key=lambda r: r.start):
+    first_seen: list[int] = []  # per merged range: the smallest header index among its members
+    for index in order:
+        rng = ranges[index]
         if merged and rng.start - merged[-1].stop < COALESCE_GAP:
             last = merged[-1]
             merged[-1] = ByteRange(last.start, max(last.stop, rng.stop))
+            first_seen[-1] = min(first_seen[-1], index)
         else:
             merged.append(rng)
-    return merged
+            first_seen.append(index)
+    return [rng for _, rng in sorted(zip(first_seen, merged, strict=True), key=lambda p: p[0])]
 
 
 def resolve_ranges(value: str | None, size: int, *, max_ranges: int = 100) -> RangeResult:

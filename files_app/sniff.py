@@ -6,6 +6,8 @@ import mimetypes
 
 import filetype
 
+from files_app import mediatypes
+
 __all__ = ["GENERIC_TYPES", "SNIFF_BYTES", "content_type_for"]
 
 SNIFF_BYTES = 8192
@@ -24,8 +26,13 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def content_type_for(declared: str | None, head: bytes, name: str) -> str:
-    """Return the content type: declared unless generic, else sniffed, guessed or generic."""
-    declared = (declared or "").split(";")[0].strip().lower()
+    """Return the content type: declared unless generic, else sniffed, guessed or generic.
+
+    A declared type (an upload's, which the client chose) counts without its parameters, and
+    not at all if it is not a media type.
+    """
+    parsed = mediatypes.parse(declared)
+    declared = parsed.essence if parsed else ""
     if declared not in GENERIC_TYPES:
         return declared
     kind = filetype.guess(head[:SNIFF_BYTES]) if head else None

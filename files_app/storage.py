@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import File
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.urls import reverse
 from django.utils.deconstruct import deconstructible
@@ -21,11 +22,14 @@ from storages.utils import clean_name, get_available_overwrite_name
 
 from files_app import lo
 from files_app.conf import app_settings
+from files_app.digests import Digest
 
 __all__ = [
     "LargeObjectFile",
     "LargeObjectIO",
     "LargeObjectStorage",
+    "LargeObjectUploadedFile",
+    "SizeMismatch",
     "oid_from_name",
     "unsign_oid",
 ]
@@ -52,20 +56,53 @@ def oid_from_name(name: str | None) -> int | None:
     return oid if 0 < oid < 2**32 else None
 
 
+class SizeMismatch(Exception):
+    """A large object does not have the size it was said to have."""
+
+    def __init__(self, oid: int, expected: int, actual: int) -> None:
+        self.oid, self.expected, self.actual = oid, expected, actual
+        super().__init__(f"Large object {oid} holds {actual} bytes, not {expected}.")
+
+
 class LargeObjectIO(io.RawIOBase):
-    """A read-only, seekable raw stream over a large object, read by offset."""
+    """A read-only, seekable raw stream over a large object, read by offset.
+
+    ``size``, if given, is taken on trust until :meth:`read_first` or :meth:`check_size`
+    compares it with the object.
+    """
 
     def __init__(self, oid: int, using: str, size: int | None = None) -> None:
         self.oid = oid
         self.using = using
         self._size = size
+        self._size_checked = False
         self._pos = 0
 
     @property
     def size(self) -> int:
         if self._size is None:
             self._size = lo.size(self.oid, self.using)
+            self._size_checked = True
         return self._size
+
+    def read_first(self, offset: int, length: int) -> bytes:
+        """Return :meth:`read_at`; in the same query, check the size (SizeMismatch)."""
+        if self._size_checked or self._size is None:
+            return self.read_at(offset, length)
+        data, actual = lo.read_with_size(self.oid, offset, min(length, 2**31 - 1), self.using)
+        self._check(actual)
+        return data
+
+    def check_size(self) -> None:
+        """Raise SizeMismatch if the object's size is not the one given."""
+        if not self._size_checked and self._size is not None:
+            self._check(lo.size(self.oid, self.using))
+
+    def _check(self, actual: int) -> None:
+        self._size_checked = True
+        if actual != self._size:
+            assert self._size is not None
+            raise SizeMismatch(self.oid, self._size, actual)
 
     def readable(self) -> bool:
         return True
@@ -159,6 +196,63 @@ class LargeObjectFile(_BytesFile):
         self.buffered.close()
 
 
+class LargeObjectUploadedFile(UploadedFile):
+    """An uploaded file already written into a large object, waiting to be adopted.
+
+    :class:`LargeObjectStorage` keeps the object instead of copying it when a field saves
+    this file; if nothing adopts it by the time it is closed (the request's files are
+    closed when the request ends), the object is unlinked.
+    """
+
+    def __init__(
+        self,
+        oid: int,
+        storage: LargeObjectStorage,
+        name: str,
+        content_type: str | None,
+        charset: str | None,
+        digest: Digest,
+        content_type_extra: dict[str, bytes] | None = None,
+    ) -> None:
+        self.oid = oid
+        self.using = storage.using
+        self.digest = digest
+        self.adopted = False
+        self._opened = LargeObjectFile(name, oid, storage, size=digest.size)
+        super().__init__(
+            self._opened.file, name, content_type, digest.size, charset, content_type_extra
+        )
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.sha256
+
+    @property
+    def head(self) -> bytes:
+        return self.digest.head
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        return self._opened.chunks(chunk_size)
+
+    def multiple_chunks(self, chunk_size: int | None = None) -> bool:
+        return self._opened.multiple_chunks(chunk_size)
+
+    def adopt(self) -> None:
+        """Keep the object: a row references it now (once the transaction commits)."""
+
+        def adopted() -> None:
+            self.adopted = True
+
+        transaction.on_commit(adopted, using=self.using)
+
+    def close(self) -> None:
+        self._opened.close()
+        if not self.adopted:
+            # Nothing saved it (a form error, a rolled-back save): do not leave an orphan.
+            lo.unlink(self.oid, self.using)
+            self.adopted = True  # closing twice must not try again
+
+
 @deconstructible(path="files_app.storage.LargeObjectStorage")
 class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
     """Store files as PostgreSQL large objects.
@@ -205,12 +299,10 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
 
     def _save(self, name: str, content: File[Any] | IO[Any]) -> str:
         directory, basename = posixpath.split(clean_name(name))
-        adopt = getattr(content, "adopt", None)
-        if callable(adopt) and getattr(content, "using", None) == self.using:
+        if isinstance(content, LargeObjectUploadedFile) and content.using == self.using:
             # Streamed into a large object by LargeObjectUploadHandler: keep it, no copy.
-            adopt()
-            oid = content.oid  # type: ignore[union-attr]
-            return posixpath.join(directory, str(oid), basename or str(oid))
+            content.adopt()
+            return posixpath.join(directory, str(content.oid), basename or str(content.oid))
         # One transaction: a failure part-way leaves no half-written object behind.
         with transaction.atomic(using=self.using):
             oid = lo.create(self.using)

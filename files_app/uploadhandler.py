@@ -8,20 +8,18 @@ unlinked when the request's files are closed; one that a model saves is adopted 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
-from django.db import transaction
 from django.http import HttpRequest, QueryDict
 from django.http.multipartparser import MultiPartParser
 from django.utils.datastructures import MultiValueDict
 
 from files_app import lo
 from files_app.conf import app_settings
-from files_app.sniff import SNIFF_BYTES
-from files_app.storage import LargeObjectFile, LargeObjectStorage
+from files_app.digests import Hasher
+from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile
 
 __all__ = ["LargeObjectUploadHandler", "LargeObjectUploadedFile", "UploadTooLarge"]
 
@@ -32,51 +30,6 @@ class UploadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"The upload is larger than the limit of {limit} bytes.")
-
-
-class LargeObjectUploadedFile(UploadedFile):
-    """An uploaded file already stored in a large object."""
-
-    def __init__(
-        self,
-        oid: int,
-        storage: LargeObjectStorage,
-        name: str,
-        content_type: str | None,
-        size: int,
-        charset: str | None,
-        sha256: str,
-        head: bytes,
-        content_type_extra: dict[str, bytes] | None = None,
-    ) -> None:
-        self.oid = oid
-        self.using = storage.using
-        self.sha256 = sha256
-        self.head = head
-        self.adopted = False
-        self._opened = LargeObjectFile(name, oid, storage)
-        super().__init__(self._opened.file, name, content_type, size, charset, content_type_extra)
-
-    def chunks(self, chunk_size: int | None = None) -> Any:
-        return self._opened.chunks(chunk_size)
-
-    def multiple_chunks(self, chunk_size: int | None = None) -> bool:
-        return self._opened.multiple_chunks(chunk_size)
-
-    def adopt(self) -> None:
-        """Keep the object: a model now references it (once the transaction commits)."""
-
-        def adopted() -> None:
-            self.adopted = True
-
-        transaction.on_commit(adopted, using=self.using)
-
-    def close(self) -> None:
-        self._opened.close()
-        if not self.adopted:
-            # Nothing saved it (a form error, a rolled-back save): do not leave an orphan.
-            lo.unlink(self.oid, self.using)
-            self.adopted = True  # closing twice must not try again
 
 
 class LargeObjectUploadHandler(FileUploadHandler):
@@ -124,8 +77,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         # Each chunk goes to the database without waiting for the previous write (on
         # psycopg 3): the next chunk arrives from the client meanwhile.
         self.writer = lo.Writer(self.oid, self.storage.using)
-        self.sha256 = hashlib.sha256()
-        self.head = b""
+        self.hasher = Hasher()
         self.size = 0
         self.buffer = bytearray()
 
@@ -145,9 +97,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         data = bytes(self.buffer)
         self.buffer.clear()
         self.writer.write(self.size - len(data), data)
-        self.sha256.update(data)
-        if len(self.head) < SNIFF_BYTES:
-            self.head += data[: SNIFF_BYTES - len(self.head)]
+        self.hasher.update(data)
 
     def file_complete(self, file_size: int) -> LargeObjectUploadedFile:
         self._flush()
@@ -163,10 +113,8 @@ class LargeObjectUploadHandler(FileUploadHandler):
             self.storage,
             self.file_name or "upload",
             self.content_type,
-            self.size,
             self.charset,
-            self.sha256.hexdigest(),
-            self.head,
+            self.hasher.digest(),
             self.content_type_extra,
         )
 

@@ -29,9 +29,28 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+def _flag(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, "1" if default else "0").strip().lower() in ("1", "true", "yes")
+
+
 SECRET_KEY = _secret_key()
-DEBUG = os.environ.get("MINICLOUD_DEBUG", "1") == "1"
+# Off unless asked for: ./run (the development server) turns it on, a deployment does not.
+DEBUG = _flag("MINICLOUD_DEBUG")
 ALLOWED_HOSTS = os.environ.get("MINICLOUD_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+# Behind HTTPS (MINICLOUD_HTTPS=1): secure cookies, HSTS and a redirect from http://. Behind
+# a TLS-terminating proxy, MINICLOUD_PROXY_SSL_HEADER=1 trusts its X-Forwarded-Proto.
+if _flag("MINICLOUD_HTTPS"):
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("MINICLOUD_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _flag("MINICLOUD_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = _flag("MINICLOUD_HSTS_PRELOAD")
+if _flag("MINICLOUD_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if origins := os.environ.get("MINICLOUD_CSRF_TRUSTED_ORIGINS"):
+    CSRF_TRUSTED_ORIGINS = origins.split(",")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -45,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a stopped database is a quick 503 with Retry-After, not a 500 or a debug page.
+    "files_app.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -84,6 +105,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A server that does not answer fails a connection attempt in seconds, not minutes.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
 
 def _pool_available() -> bool:
@@ -101,10 +124,16 @@ def _pool_available() -> bool:
 # each thread's connection for MINICLOUD_CONN_MAX_AGE seconds. See bench/RESULTS.md.
 if os.environ.get("MINICLOUD_DB_POOL", "1") != "0" and _pool_available():
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": 1,
         "max_size": int(os.environ.get("MINICLOUD_DB_POOL_SIZE", "16")),
-        "timeout": 30,
+        # How long a request waits for a connection before it is a 503: well under the
+        # servers' timeouts. While PostgreSQL is down, the pool gives up reconnecting after
+        # reconnect_timeout and the next request tries again at once, so service resumes
+        # within seconds of its return (psycopg_pool's backoff would otherwise grow to
+        # minutes).
+        "timeout": float(os.environ.get("MINICLOUD_DB_POOL_TIMEOUT", "5")),
+        "reconnect_timeout": 5.0,
     }
 
 STORAGES = {

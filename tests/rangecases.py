@@ -387,6 +387,7 @@ def sha256_hex(data: bytes) -> str:
 def create_served(key: str) -> Served:
     """Store the file a resource key names and return what the checker needs about it."""
     from django.core.files.base import ContentFile
+    from django.db import models
 
     from files_app import lo
     from files_app.models import StoredFile
@@ -397,7 +398,7 @@ def create_served(key: str) -> Served:
         oid = lo.create("default")
         for offset, mark in SPARSE_MARKS.items():
             lo.write(oid, offset, mark, "default")
-        stored = StoredFile.objects.create(
+        stored = StoredFile(
             file=str(oid),
             name="big.bin",
             size=SPARSE_SIZE,
@@ -405,6 +406,8 @@ def create_served(key: str) -> Served:
             content_type="application/octet-stream",
             public=True,
         )
+        # StoredFile.save() would hash all 5 GiB; the database still checks the size.
+        models.Model.save(stored)
         read: Callable[[int, int], bytes] = sparse_read
         digest = ""
     else:

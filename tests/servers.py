@@ -70,6 +70,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _minicloud_command(kind: str, port: int) -> list[str]:
+    # The README's deployment commands; gunicorn reads ./gunicorn.conf.py (cwd is ROOT).
+    if kind == "gunicorn":
+        return [sys.executable, "-m", "gunicorn", "minicloud.wsgi", f"--bind=127.0.0.1:{port}"]
+    if kind == "uvicorn":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "minicloud.asgi:application",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--log-level=warning",
+        ]
+    raise ValueError(f"Unknown server kind {kind!r}.")
+
+
 def _command(kind: str, port: int) -> list[str]:
     if kind == "gunicorn":
         # gthread workers keep connections alive (sync workers close after every response).
@@ -162,24 +179,48 @@ def _wait_until_listening(server: Server) -> None:
     )
 
 
+MINICLOUD_ENV = {
+    "DJANGO_SETTINGS_MODULE": "minicloud.settings",
+    "DJANGO_SECRET_KEY": "minicloud-reliability-tests-" + "k" * 40,
+    "MINICLOUD_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "MINICLOUD_WORKERS": "1",
+}
+
+
 @contextmanager
-def running_server(kind: str, settings_dict: Mapping[str, Any]) -> Iterator[Server]:
-    """Run a ``kind`` server on a free port against the database of ``settings_dict``."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(settings_dict),
+def running_server(
+    kind: str,
+    settings_dict: Mapping[str, Any] | str,
+    *,
+    project: str = "tests",
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+) -> Iterator[Server]:
+    """Run a ``kind`` server on a free port against the database of ``settings_dict``.
+
+    ``project="minicloud"`` runs the minicloud project as the README deploys it, instead
+    of the test settings; ``settings_dict`` may also be a database URL.
+    """
+    environment = dict(os.environ)
+    url = settings_dict if isinstance(settings_dict, str) else database_url(settings_dict)
+    environment.update(
+        DATABASE_URL=url,
         DJANGO_SETTINGS_MODULE="tests.settings",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
+    if project == "minicloud":
+        environment.update(MINICLOUD_ENV)
+    environment.update(env or {})
     if "FILES_APP_DRIVER" in os.environ:
-        env["FILES_APP_DRIVER"] = os.environ["FILES_APP_DRIVER"]
-    port = free_port()
+        environment["FILES_APP_DRIVER"] = os.environ["FILES_APP_DRIVER"]
+    port = port or free_port()
+    command = _minicloud_command(kind, port) if project == "minicloud" else _command(kind, port)
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            _command(kind, port),
+            command,
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -107,7 +107,10 @@ def test_a_failed_replacement_keeps_the_old_object(lo_count: Callable[[], int]) 
 def test_a_failed_insert_leaves_no_object(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     with pytest.raises(DataError):
-        _store(b"data", "a.txt", content_type="x/" + "x" * 300)  # too long for its column
+        StoredFile(file=ContentFile(b"data", name="a.txt"), name="x" * 300).save()  # too long
+    assert lo_count() == before
+    with pytest.raises(ValueError, match="longer than 255"):
+        _store(b"data", "a.txt", content_type="x/" + "x" * 300)  # refused after the write
     assert lo_count() == before
 
 
@@ -155,7 +158,8 @@ def test_raw_sql_delete_and_update_free_the_objects(lo_count: Callable[[], int])
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM files_app_storedfile WHERE id = %s", [first.pk])
         cursor.execute(
-            "UPDATE files_app_storedfile SET file = %s WHERE id = %s", [replacement, second.pk]
+            "UPDATE files_app_storedfile SET file = %s, size = 0 WHERE id = %s",
+            [replacement, second.pk],
         )
     assert not lo.exists(first.file.oid, "default")
     assert not lo.exists(second.file.oid, "default")

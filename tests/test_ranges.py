@@ -207,9 +207,10 @@ RESOLVE_CASES = [
     ("bytes=-0,-0,10000-", 10000, UNSAT, []),
     ("bytes=0-1,20000-30000", 10000, PARTIAL, [(0, 2)]),
     ("bytes=-0,0-0", 10000, PARTIAL, [(0, 1)]),
-    # Multiple ranges, sorted; far apart ones stay separate.
+    # Multiple ranges in the order asked for (RFC 9110 §14.6); far apart ones stay separate.
     ("bytes=0-99,5000-5099", 10000, PARTIAL, [(0, 100), (5000, 5100)]),
-    ("bytes=5000-5099,0-99", 10000, PARTIAL, [(0, 100), (5000, 5100)]),
+    ("bytes=5000-5099,0-99", 10000, PARTIAL, [(5000, 5100), (0, 100)]),
+    ("bytes=9000-9099,0-99,5000-5099", 10000, PARTIAL, [(9000, 9100), (0, 100), (5000, 5100)]),
     ("bytes=0-99,,5000-5099", 10000, PARTIAL, [(0, 100), (5000, 5100)]),
     ("bytes=0-0,-1", 10000, PARTIAL, [(0, 1), (9999, 10000)]),
     # Coalescing: overlap, containment, adjacency, small gaps, chains, out of order.
@@ -220,6 +221,15 @@ RESOLVE_CASES = [
     ("bytes=0-0,50-50,100-100", 10000, PARTIAL, [(0, 101)]),
     ("bytes=200-299,0-99,100-199", 10000, PARTIAL, [(0, 300)]),
     ("bytes=-500,9000-", 10000, PARTIAL, [(9000, 10000)]),
+    # A coalesced range takes the place of its first member in the header.
+    ("bytes=5000-5099,0-99,5050-5199", 10000, PARTIAL, [(5000, 5200), (0, 100)]),
+    ("bytes=0-99,5050-5199,5000-5099", 10000, PARTIAL, [(0, 100), (5000, 5200)]),
+    (
+        "bytes=9000-9099,5050-5199,0-99,5000-5099",
+        10000,
+        PARTIAL,
+        [(9000, 9100), (5000, 5200), (0, 100)],
+    ),
     (f"bytes=0-0,{COALESCE_GAP}-{COALESCE_GAP}", 10000, PARTIAL, [(0, COALESCE_GAP + 1)]),
     (
         f"bytes=0-0,{COALESCE_GAP + 1}-{COALESCE_GAP + 1}",
@@ -671,8 +681,9 @@ def check_partial_invariants(result: RangeResult, size: int) -> None:
     assert result.ranges
     for rng in result.ranges:
         assert 0 <= rng.start < rng.stop <= size
-    for before, after in zip(result.ranges, result.ranges[1:], strict=False):
-        assert after.start - before.stop >= COALESCE_GAP  # sorted, disjoint, not mergeable
+    ordered = sorted(result.ranges, key=lambda rng: rng.start)
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        assert after.start - before.stop >= COALESCE_GAP  # disjoint, not mergeable
 
 
 @no_db
@@ -729,6 +740,16 @@ def test_property_resolution_covers_exactly_the_requested_bytes(
         for b in range(rng.start, rng.stop):
             run = 0 if b in wanted else run + 1
             assert run < COALESCE_GAP
+    # RFC 9110 §14.6: parts come in the order of the first spec each one contains.
+    firsts = []
+    for rng in result.ranges:
+        members = [
+            index
+            for index, spec in enumerate(chosen)
+            if requested_bytes([spec], size) & set(range(rng.start, rng.stop))
+        ]
+        firsts.append(min(members))
+    assert firsts == sorted(firsts)
 
 
 @no_db

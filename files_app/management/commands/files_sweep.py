@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from files_app import lo
+from files_app import lo, maintenance
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
 from files_app.references import reference_columns
@@ -58,6 +58,11 @@ class Command(BaseCommand):
         if not 1 <= batch_size <= MAX_BATCH:
             raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
         dry_run = options["dry_run"]
+        if not dry_run:
+            # Objects a big delete queued are freed first, whatever their age.
+            drained = maintenance.drain(using, batch=min(batch_size, maintenance.BATCH))
+            if drained:
+                self.stdout.write(f"Freed {drained} large object(s) queued by deletes.")
         oid_columns, name_columns = reference_columns(using)
 
         found = freed = total_bytes = 0

@@ -1,0 +1,92 @@
+"""HTTP clients for the reliability suite: whole, slow, cut-off and raw requests."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tests.servers import Server
+
+
+@dataclass
+class Download:
+    """What a client got: status, headers, the bytes received, whether they were all."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    complete: bool
+    seconds: float = 0.0
+    error: str = ""
+    header_list: list[tuple[str, str]] = field(default_factory=list)
+
+
+def download(
+    server: Server,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    method: str = "GET",
+    rate: float | None = None,
+    on_progress: object = None,
+    timeout: float = 60.0,
+    piece: int = 65536,
+) -> Download:
+    """GET ``path``, reading at most ``rate`` bytes per second; an early end is no error.
+
+    ``on_progress(received)`` is called after each piece; if it returns True the client
+    stops reading and resets the connection.
+    """
+    started = time.monotonic()
+    conn = server.connection(timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value.encode("latin-1"))
+        conn.endheaders()
+        response = conn.getresponse()
+        result = Download(
+            response.status,
+            {name.lower(): value for name, value in response.getheaders()},
+            b"",
+            False,
+            header_list=response.getheaders(),
+        )
+        received = bytearray()
+        try:
+            while True:
+                chunk = response.read(piece)
+                if not chunk:
+                    break
+                received += chunk
+                if callable(on_progress) and on_progress(len(received)):
+                    _reset(conn)
+                    result.body = bytes(received)
+                    return result
+                if rate:
+                    ahead = len(received) / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            result.complete = response.length in (None, 0)
+        except (http.client.IncompleteRead, OSError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        result.body = bytes(received)
+        expected = result.headers.get("content-length")
+        result.complete = result.complete and (
+            expected is None or int(expected) == len(received) or method == "HEAD"
+        )
+        result.seconds = time.monotonic() - started
+        return result
+    finally:
+        conn.close()
+
+
+def _reset(conn: http.client.HTTPConnection) -> None:
+    # Close with RST, as a client that vanishes does.
+    if conn.sock is not None:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()

@@ -1,0 +1,124 @@
+"""Fixtures for the reliability suite: minicloud as the README deploys it, on real servers.
+
+The suite's server tests run minicloud's own settings under gunicorn (with the project's
+gunicorn.conf.py) and uvicorn, as a user deploys it, against either the test session's
+database or a PostgreSQL server of their own that they stop and restart. They run in the
+psycopg 3 pass of ./test only: minicloud's servers choose their driver themselves, so the
+psycopg2 pass would run the same thing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from files_app.pgserver import PostgresServer
+from tests.servers import MINICLOUD_ENV, ROOT
+
+MiB = 2**20
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("FILES_APP_DRIVER") != "psycopg2":
+        return
+    once = pytest.mark.skip(reason="runs once, in the psycopg 3 pass: minicloud picks its driver")
+    for item in items:
+        if item.get_closest_marker("minicloud_server"):
+            item.add_marker(once)
+
+
+@dataclass
+class OwnDatabase:
+    """A PostgreSQL server of a test module's own, with minicloud's tables in it."""
+
+    server: PostgresServer
+    url: str
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        """Start it again on the same port, so that the app's settings still point at it."""
+        self.server.start(port=self.server.port)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def store(self, name: str, data: bytes, *, public: bool = True) -> str:
+        """Store a file the way StoredFile.save() would, and return its UUID."""
+        import psycopg
+
+        file_uuid = str(uuid.uuid4())
+        with psycopg.connect(self.url) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT lo_create(0)")
+            row = cursor.fetchone()
+            assert row is not None
+            oid = row[0]
+            for offset in range(0, len(data), 8 * MiB):
+                cursor.execute(
+                    "SELECT lo_put(%s, %s, %b)", (oid, offset, data[offset : offset + 8 * MiB])
+                )
+            cursor.execute(f"COMMENT ON LARGE OBJECT {int(oid)} IS 'files_app created=0'")
+            cursor.execute(
+                "INSERT INTO files_app_storedfile (uuid, file, name, content_type, size, sha256, "
+                "created, updated, public) VALUES (%s, %s, %s, 'application/octet-stream', %s, "
+                "%s, now(), now(), %s)",
+                (file_uuid, oid, name, len(data), hashlib.sha256(data).hexdigest(), public),
+            )
+        return file_uuid
+
+    def backends(self) -> list[tuple[str, str]]:
+        """Return (state, query) of the app's connections to the database."""
+        return [
+            (str(state), str(query))
+            for state, query in self.execute(
+                "SELECT state, query FROM pg_stat_activity WHERE datname = 'minicloud' "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+        ]
+
+
+def manage(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a minicloud management command against ``url``."""
+    env = {**os.environ, **MINICLOUD_ENV, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def own_database() -> Iterator[OwnDatabase]:
+    """Start a PostgreSQL server for this module alone and migrate minicloud into it."""
+    if os.environ.get("FILES_APP_DRIVER") == "psycopg2":
+        pytest.skip("runs once, in the psycopg 3 pass: minicloud picks its driver")
+    with tempfile.TemporaryDirectory(prefix="files-app-faults-") as tmp:
+        os.chmod(tmp, 0o755)  # as root without user namespaces, "nobody" runs the server
+        server = PostgresServer(Path(tmp) / "data", ephemeral=True)
+        server.start()
+        try:
+            server.ensure_database("minicloud")
+            database = OwnDatabase(server, server.url("minicloud"))
+            result = manage(database.url, "migrate", "--no-input")
+            assert result.returncode == 0, result.stdout + result.stderr
+            yield database
+        finally:
+            server.stop()
