@@ -10,6 +10,7 @@ psycopg2 pass would run the same thing twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -58,7 +59,15 @@ class OwnDatabase:
             cursor.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
-    def store(self, name: str, data: bytes, *, public: bool = True) -> str:
+    def store(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        public: bool = True,
+        owner: str | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> str:
         """Store a file the way StoredFile.save() would, and return its UUID."""
         import psycopg
 
@@ -75,11 +84,43 @@ class OwnDatabase:
             cursor.execute(f"COMMENT ON LARGE OBJECT {int(oid)} IS 'files_app created=0'")
             cursor.execute(
                 "INSERT INTO files_app_storedfile (uuid, file, name, content_type, size, sha256, "
-                "created, updated, public) VALUES (%s, %s, %s, 'application/octet-stream', %s, "
-                "%s, now(), now(), %s)",
-                (file_uuid, oid, name, len(data), hashlib.sha256(data).hexdigest(), public),
+                "created, updated, public, owner_id) VALUES (%s, %s, %s, %s, %s, %s, now(), "
+                "now(), %s, (SELECT id FROM auth_user WHERE username = %s))",
+                (
+                    file_uuid,
+                    oid,
+                    name,
+                    content_type,
+                    len(data),
+                    hashlib.sha256(data).hexdigest(),
+                    public,
+                    owner,
+                ),
             )
         return file_uuid
+
+    def sessions(self, users: dict[str, str]) -> dict[str, str]:
+        """Create users (username: "user", "staff" or "superuser") and return a logged-in
+        session key for each."""
+        script = (
+            "import json, sys\n"
+            "from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, "
+            "SESSION_KEY, get_user_model\n"
+            "from django.contrib.sessions.backends.db import SessionStore\n"
+            "User = get_user_model(); keys = {}\n"
+            f"for name, role in {users!r}.items():\n"
+            "    user = User.objects.filter(username=name).first() or User.objects.create_user("
+            "name, password='pw', is_staff=role != 'user', is_superuser=role == 'superuser')\n"
+            "    s = SessionStore(); s[SESSION_KEY] = str(user.pk)\n"
+            "    s[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'\n"
+            "    s[HASH_SESSION_KEY] = user.get_session_auth_hash(); s.create()\n"
+            "    keys[name] = s.session_key\n"
+            "print(json.dumps(keys))\n"
+        )
+        result = manage(self.url, "shell", "-c", script)
+        assert result.returncode == 0, result.stderr
+        keys: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+        return keys
 
     def backends(self) -> list[tuple[str, str]]:
         """Return (state, query) of the app's connections to the database."""

@@ -141,25 +141,17 @@ def test_200_clients_leaving_mid_download_leave_nothing_behind(
 
 
 def _admin_cookie(own_database: OwnDatabase) -> str:
-    result = manage(
-        own_database.url,
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User\n"
-        "from django.contrib.sessions.backends.db import SessionStore\n"
-        "user = User.objects.filter(username='faults').first() or "
-        "User.objects.create_superuser('faults', password='pw')\n"
-        "s = SessionStore(); s['_auth_user_id'] = str(user.pk);"
-        "s['_auth_user_backend'] = 'django.contrib.auth.backends.ModelBackend';"
-        "s['_auth_user_hash'] = user.get_session_auth_hash(); s.create(); print(s.session_key)",
-    )
-    assert result.returncode == 0, result.stderr
-    return f"sessionid={result.stdout.split()[-1]}; csrftoken={'t' * 32}"
+    session = own_database.sessions({"faults": "superuser"})["faults"]
+    return f"sessionid={session}; csrftoken={'t' * 32}"
 
 
-def _start_upload(server: Server, cookie: str, name: str, data: bytes) -> tuple[socket.socket, bytes]:
+def _start_upload(
+    server: Server, cookie: str, name: str, data: bytes
+) -> tuple[socket.socket, bytes]:
     boundary = "reliability-boundary"
-    body = encode_multipart(boundary, {"csrfmiddlewaretoken": "t" * 32, "file": _Named(name, data)})
+    body = encode_multipart(
+        boundary, {"csrfmiddlewaretoken": "t" * 32, "file": _Named(name, data)}
+    )
     head = (
         f"POST /admin/files_app/storedfile/add/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         f"Cookie: {cookie}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
@@ -181,16 +173,20 @@ class _Named:
 
 
 def _rows_named(own_database: OwnDatabase, name: str) -> int:
-    return int(own_database.execute(
-        "SELECT count(*) FROM files_app_storedfile WHERE name = %s", (name,)
-    )[0][0])
+    return int(
+        own_database.execute("SELECT count(*) FROM files_app_storedfile WHERE name = %s", (name,))[
+            0
+        ][0]
+    )
 
 
 def _unreferenced(own_database: OwnDatabase) -> int:
-    return int(own_database.execute(
-        "SELECT count(*) FROM pg_largeobject_metadata m WHERE NOT EXISTS "
-        "(SELECT 1 FROM files_app_storedfile f WHERE f.file = m.oid)"
-    )[0][0])
+    return int(
+        own_database.execute(
+            "SELECT count(*) FROM pg_largeobject_metadata m WHERE NOT EXISTS "
+            "(SELECT 1 FROM files_app_storedfile f WHERE f.file = m.oid)"
+        )[0][0]
+    )
 
 
 def _writing(own_database: OwnDatabase) -> bool:
@@ -233,9 +229,7 @@ def test_a_worker_killed_mid_upload_leaves_nothing_after_the_sweep(
     assert _unreferenced(own_database) == 0
 
 
-def test_a_file_replaced_while_it_downloads(
-    server: Server, own_database: OwnDatabase
-) -> None:
+def test_a_file_replaced_while_it_downloads(server: Server, own_database: OwnDatabase) -> None:
     old, new = random.Random(1).randbytes(16 * MiB), random.Random(2).randbytes(16 * MiB)
     file_uuid = own_database.store("replaced.bin", old)
     path = f"/files/{file_uuid}/replaced.bin"
