@@ -71,7 +71,7 @@ def main() -> None:
 
     import psutil  # type: ignore[import-untyped]
 
-    from files_app.pgserver import temporary_server
+    from minicloud.pgserver import temporary_server
 
     _, url = temporary_server("profile")
     os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="bench.settings")

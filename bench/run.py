@@ -5,7 +5,7 @@ Run from the project root:
     .venv/bin/python bench/run.py           # the full run (about 12 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick   # a smoke run with small files (under a minute)
 
-Everything runs on 127.0.0.1 and is started here: a throwaway PostgreSQL (files_app.pgserver),
+Everything runs on 127.0.0.1 and is started here: a throwaway PostgreSQL (minicloud.pgserver),
 gunicorn and uvicorn serving files_app, Django's FileResponse from disk under gunicorn, nginx
 from disk when it is installed, and the clients (bench/client.py, one process per
 measurement). Every server runs in its own process group and is stopped at the end, and the
@@ -526,7 +526,7 @@ class Bench:
     # -- set-up -----------------------------------------------------------------------
 
     def setup_database(self) -> None:
-        from files_app.pgserver import PostgresServer
+        from minicloud.pgserver import PostgresServer
 
         log("starting PostgreSQL")
         pgdir = self.lab.dir("pg")
@@ -1067,7 +1067,7 @@ class Bench:
         import psycopg
         import uvicorn
 
-        from files_app.pgserver import find_bindir
+        from minicloud.pgserver import find_bindir
 
         postgres = subprocess.run(
             [str(find_bindir() / "postgres"), "--version"], capture_output=True, text=True

@@ -187,8 +187,11 @@ class StoredFile(models.Model):
         )
 
     @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> StoredFile:
-        instance = super().from_db(db, field_names, values)
+    def from_db(
+        cls, db: str | None, field_names: Any, values: Any, *args: Any, **kwargs: Any
+    ) -> StoredFile:
+        # *args, **kwargs: Django 6.1 passes fetch_mode too.
+        instance = super().from_db(db, field_names, values, *args, **kwargs)
         # Remember what was loaded: a replaced file brings its own name and type unless
         # they were edited too.
         instance._loaded = (instance.__dict__.get("name"), instance.__dict__.get("content_type"))

@@ -1,7 +1,9 @@
 """Settings for the minicloud demo project.
 
-The database is ``DATABASE_URL`` if set, or else an embedded PostgreSQL server whose data
-lives in ``.pgdata/`` (started on first use, stopped when the command that started it exits).
+The database is ``DATABASE_URL``. ``manage.py`` (and so ``./run``) sets it, when it is not
+set, to an embedded PostgreSQL server whose data lives in ``.pgdata/``, started on first
+use and stopped when the command that started it exits (minicloud/pgserver.py). Importing
+these settings starts nothing.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
-
-from files_app.pgserver import database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -95,12 +96,25 @@ TEMPLATES = [
 WSGI_APPLICATION = "minicloud.wsgi.application"
 ASGI_APPLICATION = "minicloud.asgi.application"
 
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not set. Set it to a postgres:// URL, or run ./run or "
+            "manage.py, which start the embedded PostgreSQL when it is not set."
+        )
+    if url.partition(":")[0].lower() not in ("postgres", "postgresql", "pgsql", "postgis"):
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be a postgres:// URL: files_app keeps files in PostgreSQL "
+            "large objects."
+        )
+    return url
+
+
 DATABASES = {
     "default": dj_database_url.parse(
-        database_url(
-            datadir=Path(os.environ.get("MINICLOUD_PGDATA", BASE_DIR / ".pgdata")),
-            database="minicloud",
-        ),
+        _database_url(),
         conn_max_age=int(os.environ.get("MINICLOUD_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
     )

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
+import dj_database_url
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from files_app import lo
 from files_app.references import reference_columns
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Start a throwaway PostgreSQL for the session unless DATABASE_URL names a server."""
+    if os.environ.get("DATABASE_URL"):
+        return
+    from minicloud.pgserver import temporary_server
+
+    _server, url = temporary_server("files_app")
+    parsed = dj_database_url.parse(url)
+    # In place: Django's connection for "default" holds this very dictionary.
+    for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT"):
+        settings.DATABASES["default"][key] = parsed[key]
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Settings for the test suite: files_app plus a third-party-style test app.
 
-The database is ``DATABASE_URL`` if set, or else a throwaway PostgreSQL server started for
-this test session in a temporary directory. ``FILES_APP_DRIVER=psycopg2`` hides psycopg 3 so
-that Django falls back to psycopg2.
+The database is ``DATABASE_URL`` if set, or else a throwaway PostgreSQL server that a
+session fixture (tests/conftest.py) starts for the test session; importing these settings
+starts nothing. ``FILES_APP_DRIVER=psycopg2`` hides psycopg 3 so that Django falls back to
+psycopg2.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import os
 import sys
 
 import dj_database_url
-
-from files_app.pgserver import database_url
 
 if os.environ.get("FILES_APP_DRIVER") == "psycopg2":
     sys.modules["psycopg"] = None  # type: ignore[assignment]
@@ -60,7 +59,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.parse(database_url(datadir=None, database="files_app"))}
+# Without DATABASE_URL, tests/conftest.py fills in the throwaway server's address.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/files_app"
+    )
+}
 
 STORAGES = {
     "default": {"BACKEND": "files_app.storage.LargeObjectStorage"},

@@ -20,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 
 from files_app.models import StoredFile
-from files_app.pgserver import find_bindir
+from minicloud.pgserver import find_bindir
 from tests.commands import run_django
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from files_app import pgserver
-from files_app.pgserver import PostgresServer, PostgresServerError
+from minicloud import pgserver
+from minicloud.pgserver import PostgresServer, PostgresServerError
 from tests.processes import pid_alive, postmaster_pid
 
 

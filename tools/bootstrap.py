@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,22 @@ def ensure_venv(requirements: list[str]) -> str:
     os.environ["VIRTUAL_ENV"] = str(VENV)
     os.environ["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     return str(python)
+
+
+def find_interpreter(version: str) -> str | None:
+    """Return a working ``python<version>``: on PATH, or in pyenv's version directories."""
+    candidates = [shutil.which(f"python{version}")]
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    pattern = f"versions/{version}.*/bin/python{version}"
+    candidates += sorted(str(path) for path in root.glob(pattern))
+    for candidate in filter(None, candidates):
+        # pyenv's shims exist for every installed version but run only the selected ones.
+        if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def interpreter_path(versions: list[str]) -> list[str]:
+    """Return the directories of a working ``python<version>`` for each version found."""
+    found = (find_interpreter(version) for version in versions)
+    return [str(Path(python).parent) for python in found if python]

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from files_app.pgserver import PostgresServer
+from minicloud.pgserver import PostgresServer
 from tests.servers import MINICLOUD_ENV, ROOT
 
 MiB = 2**20

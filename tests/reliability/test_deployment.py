@@ -62,6 +62,7 @@ def server(own_database: OwnDatabase) -> Iterator[Server]:
 def test_debug_is_off_unless_asked_for(own_database: OwnDatabase) -> None:
     show = "from django.conf import settings; print(settings.DEBUG)"
     env = {key: value for key, value in os.environ.items() if key != "MINICLOUD_DEBUG"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(MINICLOUD_ENV, DATABASE_URL=own_database.url, PYTHONPATH=str(ROOT))
     for extra, expected in (({}, "False"), ({"MINICLOUD_DEBUG": "1"}, "True")):
         result = subprocess.run(
@@ -104,7 +105,9 @@ def test_check_deploy_is_clean_with_the_documented_environment(
 
 def _check_deploy(url: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, **MINICLOUD_ENV, **env, "DATABASE_URL": url}
+    # Not the test run's own switches (the browser tests allow async-unsafe calls).
     environment.pop("MINICLOUD_DEBUG", None)
+    environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import struct
 import threading
 import time
@@ -112,21 +113,20 @@ def _rss(server: Server) -> int:
 def test_200_clients_leaving_mid_download_leave_nothing_behind(
     server: Server, own_database: OwnDatabase, big_file: str
 ) -> None:
-    for _ in range(5):  # warm up: pool, imports, buffers
-        download(server, big_file, {"Range": "bytes=0-1048575"})
-    baseline = _rss(server)
-
     def leave_early(index: int) -> None:
         stop_at = (index % 7 + 1) * 256 * 1024
         reply = download(server, big_file, on_progress=lambda received: received >= stop_at)
         assert reply.status == 200
 
     threads = [threading.Thread(target=leave_early, args=(i,)) for i in range(200)]
+    sizes = []
     for batch in range(0, 200, 20):
         for thread in threads[batch : batch + 20]:
             thread.start()
         for thread in threads[batch : batch + 20]:
             thread.join(60)
+        time.sleep(0.5)  # let the server notice the last ones left
+        sizes.append(_rss(server))
     # Nothing waits in a transaction, and the connections are the pool's, not one per client.
     _wait_until(
         lambda: all(state == "idle" for state, _ in own_database.backends()),
@@ -134,8 +134,11 @@ def test_200_clients_leaving_mid_download_leave_nothing_behind(
         f"backends still busy: {own_database.backends()}",
     )
     assert len(own_database.backends()) <= 16 * 2
-    grown = (_rss(server) - baseline) / MiB
-    assert grown < 64, f"the server grew by {grown:.0f} MiB"
+    # Memory back to where it was: no growth from the first batches (which pay once for
+    # threads, buffers and pooled connections) to the last ones. The server holds up to a
+    # chunk in flight per client, so single samples vary by tens of MiB; medians do not.
+    early, late = statistics.median(sizes[:3]), statistics.median(sizes[-3:])
+    assert (late - early) / MiB < 24, [round(size / MiB) for size in sizes]
     assert download(server, big_file, {"Range": "bytes=-10"}).body == BIG[-10:]
     server.check_alive()
 

@@ -58,7 +58,10 @@ def files(own_database: OwnDatabase) -> list[Stored]:
 
 @pytest.fixture(scope="module")
 def slow_file(own_database: OwnDatabase) -> Stored:
-    data = random.Random(51).randbytes(SLOW_SIZE)
+    rng = random.Random(51)  # randbytes() takes at most 2**28 bytes at a time
+    data = b"".join(
+        rng.randbytes(min(64 * MiB, SLOW_SIZE - i)) for i in range(0, SLOW_SIZE, 64 * MiB)
+    )
     return Stored(f"/files/{own_database.store('slow.bin', data)}/slow.bin", data)
 
 
