@@ -2,12 +2,12 @@
 
 The main run of ``./test`` covers Python 3.11 with the pinned Django 5.2 LTS on both
 drivers, slow and browser tests included. Each session here runs the rest of the suite
-(everything but the slow and browser tests) on another supported pair, and the newest
-Django on psycopg2 as well. A missing interpreter skips its sessions, except in CI
-(``CI=true``), where it is an error.
+(everything but the slow and browser tests) on another supported pair, the newest Django
+on psycopg2 as well. ./test runs the 3.12 and the 3.13 sessions side by side. A missing
+interpreter skips its sessions, except in CI (``CI=true``), where it is an error.
 
     python -m nox --list            the sessions
-    python -m nox -s "tests(3.13-django6.1-psycopg)"
+    python -m nox -s "tests(3.13-django6.1)"
 """
 
 from __future__ import annotations
@@ -25,17 +25,10 @@ DJANGO = {
     "6.0": "Django>=6.0,<6.1",
     "6.1": "Django>=6.1,<6.2",
 }
-# (python, django, driver): every supported pair but the main run's (3.11, 5.2), and the
-# newest Django on both drivers (the oldest runs on both in the main run).
-MATRIX = [
-    ("3.12", "5.2", "psycopg"),
-    ("3.13", "5.2", "psycopg"),
-    ("3.12", "6.0", "psycopg"),
-    ("3.13", "6.0", "psycopg"),
-    ("3.12", "6.1", "psycopg"),
-    ("3.13", "6.1", "psycopg"),
-    ("3.13", "6.1", "psycopg2"),
-]
+# (python, django): every supported pair but the main run's (3.11, 5.2). The newest
+# Django runs on both drivers (the oldest does in the main run).
+MATRIX = [(python, django) for python in ("3.12", "3.13") for django in ("5.2", "6.0", "6.1")]
+BOTH_DRIVERS = ("3.13", "6.1")
 # Tools of the main run only: linters, type stubs, coverage, the browser, the benchmarks,
 # and the PostgreSQL wheel (the sessions use the main environment's binaries).
 MAIN_ONLY = {
@@ -78,23 +71,27 @@ def _pg_bindir() -> str:
 
 @nox.session
 @nox.parametrize(
-    ("python", "django", "driver"),
+    ("python", "django"),
     MATRIX,
-    ids=[f"{python}-django{django}-{driver}" for python, django, driver in MATRIX],
+    ids=[f"{python}-django{django}" for python, django in MATRIX],
 )
-def tests(session: nox.Session, django: str, driver: str) -> None:
+def tests(session: nox.Session, django: str) -> None:
     """Run the suite but its slow and browser tests on one supported pair."""
     session.install(*_requirements(), DJANGO[django])
     session.run("python", "-m", "django", "--version")
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "-m",
-        "not slow and not browser",
-        "-n",
-        os.environ.get("FILES_APP_WORKERS", "2"),
-        "-q",
-        *session.posargs,
-        env={"FILES_APP_DRIVER": driver, "PG_BINDIR": _pg_bindir()},
-    )
+    both = (session.python, django) == BOTH_DRIVERS
+    for driver in ("psycopg", "psycopg2") if both else ("psycopg",):
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            "-m",
+            "not slow and not browser",
+            "-n",
+            os.environ.get("FILES_APP_WORKERS", "2"),
+            "--dist",
+            "loadfile",
+            "-q",
+            *session.posargs,
+            env={"FILES_APP_DRIVER": driver, "PG_BINDIR": _pg_bindir()},
+        )

@@ -1,7 +1,9 @@
-"""System checks of files_app: settings (E0xx) and databases (E2xx); fields check E1xx."""
+"""System checks of files_app: settings (E0xx) and databases (E2xx, tagged "database");
+fields check themselves (E1xx). FilesAppConfig.ready() registers them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.core import checks
@@ -12,7 +14,6 @@ from files_app.conf import app_settings
 __all__ = ["check_database", "check_settings"]
 
 
-@checks.register()
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     """Check the FILES_APP_* settings."""
     errors: list[checks.CheckMessage] = []
@@ -47,9 +48,12 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     return errors
 
 
-@checks.register()
-def check_database(**kwargs: Any) -> list[checks.CheckMessage]:
+def check_database(
+    databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """Check that the database holding large objects is PostgreSQL."""
+    if databases is None:
+        return []  # as Django's own database checks: only when databases are named
     alias = app_settings.DATABASE
     if alias not in connections.settings:
         return [

@@ -1,19 +1,34 @@
-"""Freeing large objects after their rows are gone: the queue a big delete leaves."""
+"""Inventory and maintenance of large objects: the unlink trigger and the queue a big delete
+leaves, the sweeper's queries, counts and disk usage. (Reading and writing objects is
+files_app.lo's, through the storage.)"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import time
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from django.db import connections, models, transaction
 
-from files_app.lo import NAME_OID_PATTERN
+from files_app import lo
 from files_app.references import reference_columns
 
-__all__ = ["BATCH", "LargeObjectQuerySet", "drain", "drain_after_commit"]
+__all__ = [
+    "BATCH",
+    "IMMEDIATE_UNLINKS",
+    "LargeObjectQuerySet",
+    "count",
+    "disk_usage",
+    "drain",
+    "drain_after_commit",
+    "free",
+    "install_unlink_trigger",
+    "sweep_candidates",
+]
 
 _M = TypeVar("_M", bound=models.Model)
 
-# Unlinks per transaction: each holds a lock until commit (see lo.IMMEDIATE_UNLINKS).
+# Unlinks per transaction: each holds a lock until commit (see IMMEDIATE_UNLINKS).
 BATCH = 500
 
 
@@ -25,7 +40,7 @@ def drain_after_commit(using: str) -> None:
 class LargeObjectQuerySet(models.QuerySet[_M]):
     """A QuerySet whose deletes free the large objects they queued, after commit.
 
-    A statement that deletes more than ``lo.IMMEDIATE_UNLINKS`` rows with large objects
+    A statement that deletes more than ``IMMEDIATE_UNLINKS`` rows with large objects
     leaves the rest in a queue (the lock table could not hold them all); use this as the
     model's manager and ``Meta.base_manager_name`` so that cascades drain it too.
     ``files_sweep`` drains what other routes (raw SQL, a collector with signals) leave.
@@ -91,3 +106,142 @@ def drain(using: str, *, batch: int = BATCH) -> int:
                 [oids, *params],
             )
             freed += int(cursor.fetchone()[0])
+
+
+def free(oids: list[int], using: str, *, dry_run: bool = False) -> tuple[int, int]:
+    """Unlink ``oids`` in one transaction (unless ``dry_run``); return how many, and bytes."""
+    freed = total = 0
+    with transaction.atomic(using=using):
+        for oid in oids:
+            try:
+                total += lo.size(oid, using)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            if not dry_run and lo.unlink(oid, using):
+                freed += 1
+    return freed, total
+
+
+def count(using: str, *, owned: bool = False) -> int:
+    """Return how many large objects exist (only files_app's own with ``owned``)."""
+    sql = "SELECT count(*) FROM pg_largeobject_metadata m"
+    if owned:
+        sql += " WHERE obj_description(m.oid, 'pg_largeobject') LIKE %s"
+    with lo.cursor(using) as cursor:
+        cursor.execute(sql, [f"{lo.OWNER_TAG} %"] if owned else [])
+        return int(cursor.fetchone()[0])
+
+
+# Unlinks one transaction does itself; the rest wait in files_app_pendingunlink until
+# after commit. Each lo_unlink holds a lock until the end of its transaction, and the lock
+# table has room for max_locks_per_transaction (64) x max_connections locks in all: a
+# statement deleting 100,000 rows must not take 100,000 of them.
+IMMEDIATE_UNLINKS = 500
+
+UNLINK_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION files_app_unlink_lo() RETURNS trigger
+LANGUAGE plpgsql
+-- Index lookups whatever the statistics say (a plan made while a table looked empty would
+-- scan it whole for every deleted row).
+SET enable_seqscan = off
+AS $$
+DECLARE
+    old_oid oid := (to_jsonb(OLD) ->> TG_ARGV[0])::oid;
+    new_oid oid;
+    still_used boolean;
+    unlinked int4;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        new_oid := (to_jsonb(NEW) ->> TG_ARGV[0])::oid;
+    END IF;
+    IF old_oid IS NULL OR old_oid IS NOT DISTINCT FROM new_oid THEN
+        RETURN NULL;
+    END IF;
+    -- An AFTER trigger sees the whole statement's changes: another row may still use it.
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I WHERE %I = $1)',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0])
+        INTO still_used USING old_oid;
+    -- Tolerant, unlike the lo extension's lo_manage: the object may already be gone.
+    IF still_used OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = old_oid
+    ) THEN
+        RETURN NULL;
+    END IF;
+    unlinked := coalesce(nullif(current_setting('files_app.unlinks', true), ''), '0')::int4;
+    IF unlinked < {IMMEDIATE_UNLINKS} THEN
+        PERFORM set_config('files_app.unlinks', (unlinked + 1)::text, true);
+        PERFORM pg_catalog.lo_unlink(old_oid);
+    ELSE
+        INSERT INTO files_app_pendingunlink (oid) VALUES (old_oid::int8);
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+
+
+def install_unlink_trigger(table: str, column: str, using: str) -> None:
+    """Make deleting or updating a row of ``table`` unlink the object in ``column``."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    trigger = qn(f"files_app_unlink_{column}"[:63])
+    with lo.cursor(using) as cursor:
+        cursor.execute(UNLINK_FUNCTION)
+        cursor.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {qn(table)}")
+        cursor.execute(
+            f"CREATE TRIGGER {trigger} AFTER DELETE OR UPDATE OF {qn(column)} ON {qn(table)} "
+            f"FOR EACH ROW EXECUTE FUNCTION files_app_unlink_lo(%s)",
+            [column],
+        )
+
+
+# A storage name is "[dir/]<oid>/<basename>" or "<oid>"; this is the same rule in SQL.
+NAME_OID_PATTERN = r"^(?:.*/)?([0-9]{1,10})(?:/[^/]+)?$"
+
+
+def sweep_candidates(
+    using: str,
+    *,
+    grace: float,
+    oid_columns: Sequence[tuple[str, str]],
+    name_columns: Sequence[tuple[str, str]],
+    after: int = 0,
+    limit: int = 1000,
+) -> list[int]:
+    """Return files_app's large objects older than ``grace`` seconds that nothing references.
+
+    ``oid_columns`` are (table, column) pairs holding OIDs; ``name_columns`` hold storage
+    names. Returns at most ``limit`` OIDs above ``after``, in ascending order.
+    """
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    conditions = []
+    params: list[Any] = [f"{lo.OWNER_TAG} %", time.time() - grace, after]
+    for table, column in oid_columns:
+        conditions.append(f"NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = m.oid)")
+    for table, column in name_columns:
+        conditions.append(
+            f"NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "
+            f"substring(r.{qn(column)} FROM %s)::int8 = m.oid::int8)"
+        )
+        params.append(NAME_OID_PATTERN)
+    where = "".join(f" AND {c}" for c in conditions)
+    sql = (
+        "SELECT m.oid FROM pg_largeobject_metadata m "
+        "CROSS JOIN LATERAL (SELECT obj_description(m.oid, 'pg_largeobject') AS d) c "
+        "WHERE c.d LIKE %s "
+        "AND substring(c.d FROM 'created=([0-9.]+)')::float8 < %s "
+        f"AND m.oid > %s::oid{where} ORDER BY m.oid LIMIT {int(limit):d}"
+    )
+    with lo.cursor(using) as cursor:
+        cursor.execute(sql, params)
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
+def disk_usage(using: str) -> int:
+    """Return the bytes that ``pg_largeobject`` (with its index) takes on disk."""
+    # Any role may ask for a relation's size, though pg_largeobject itself is unreadable
+    # to ordinary roles. It holds every large object of the database, whoever made it.
+    with lo.cursor(using) as cursor:
+        cursor.execute("SELECT pg_total_relation_size('pg_catalog.pg_largeobject')")
+        return int(cursor.fetchone()[0])

@@ -9,7 +9,7 @@ from django.db import connections, router
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
-from files_app import lo
+from files_app import maintenance
 from files_app.fields import LargeObjectField
 
 __all__ = ["install_unlink_triggers"]
@@ -34,4 +34,4 @@ def install_unlink_triggers(sender: AppConfig, using: str = "default", **kwargs:
             continue
         for field in opts.local_concrete_fields:
             if isinstance(field, LargeObjectField):
-                lo.install_unlink_trigger(opts.db_table, field.column, using)
+                maintenance.install_unlink_trigger(opts.db_table, field.column, using)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "LargeObjectIO",
     "LargeObjectStorage",
     "LargeObjectUploadedFile",
+    "LargeObjectWriter",
     "SizeMismatch",
     "oid_from_name",
     "unsign_oid",
@@ -135,6 +136,10 @@ class LargeObjectIO(io.RawIOBase):
             return b""
         return lo.read(self.oid, offset, min(length, 2**31 - 1), self.using)
 
+    def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
+        """Yield the bytes of each ``(offset, length)`` piece, reading ahead (lo.read_pieces)."""
+        return lo.read_pieces(self.oid, pieces, self.using)
+
     def readinto(self, buffer: Any) -> int:
         self._check_closed()
         view = memoryview(buffer).cast("B")
@@ -194,6 +199,29 @@ class LargeObjectFile(_BytesFile):
 
     def close(self) -> None:
         self.buffered.close()
+
+
+class LargeObjectWriter:
+    """A new large object, written piece by piece (pipelined on psycopg 3).
+
+    :meth:`close` waits for every write and raises the first error; :meth:`abort` stops
+    and unlinks the object.
+    """
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.oid = lo.create(using)
+        self._writer = lo.Writer(self.oid, using)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        self._writer.write(offset, data)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._writer.abort()
+        lo.unlink(self.oid, self.using)
 
 
 class LargeObjectUploadedFile(UploadedFile):
@@ -305,8 +333,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
             return posixpath.join(directory, str(content.oid), basename or str(content.oid))
         # One transaction: a failure part-way leaves no half-written object behind.
         with transaction.atomic(using=self.using):
-            oid = lo.create(self.using)
-            writer = lo.Writer(oid, self.using)
+            writer = self.create_writer()
             offset = 0
             try:
                 for chunk in self._chunks(content):
@@ -318,7 +345,11 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 writer.abort()
                 raise
             writer.close()
-        return posixpath.join(directory, str(oid), basename or str(oid))
+        return posixpath.join(directory, str(writer.oid), basename or str(writer.oid))
+
+    def create_writer(self) -> LargeObjectWriter:
+        """Create an empty large object and return a writer for it."""
+        return LargeObjectWriter(self.using)
 
     def _chunks(self, content: Any) -> Iterator[bytes | str]:
         # Storage.save() wraps file-likes in File; _save() may also be called directly.

@@ -16,10 +16,9 @@ from django.http import HttpRequest, QueryDict
 from django.http.multipartparser import MultiPartParser
 from django.utils.datastructures import MultiValueDict
 
-from files_app import lo
 from files_app.conf import app_settings
 from files_app.digests import Hasher
-from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile
+from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, LargeObjectWriter
 
 __all__ = ["LargeObjectUploadHandler", "LargeObjectUploadedFile", "UploadTooLarge"]
 
@@ -41,7 +40,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         self.chunk_size = self.storage.chunk_size
         self.max_size: int | None = app_settings.MAX_UPLOAD_SIZE
         self.oid: int | None = None
-        self.writer: lo.Writer
+        self.writer: LargeObjectWriter
         self._parsing = False
 
     def handle_raw_input(
@@ -73,10 +72,10 @@ class LargeObjectUploadHandler(FileUploadHandler):
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
-        self.oid = lo.create(self.storage.using)
         # Each chunk goes to the database without waiting for the previous write (on
         # psycopg 3): the next chunk arrives from the client meanwhile.
-        self.writer = lo.Writer(self.oid, self.storage.using)
+        self.writer = self.storage.create_writer()
+        self.oid = self.writer.oid
         self.hasher = Hasher()
         self.size = 0
         self.buffer = bytearray()
@@ -125,6 +124,5 @@ class LargeObjectUploadHandler(FileUploadHandler):
 
     def upload_interrupted(self) -> None:
         if self.oid is not None:
-            oid, self.oid = self.oid, None
+            self.oid = None
             self.writer.abort()
-            lo.unlink(oid, self.storage.using)

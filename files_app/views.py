@@ -30,7 +30,7 @@ from django.utils.http import http_date
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import lo, mediatypes, ranges
+from files_app import mediatypes, ranges
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile
@@ -77,7 +77,7 @@ class LargeObjectResponse(StreamingHttpResponse):
     """A streamed large-object body whose headers the view has already set exactly.
 
     It reports a Content-Encoding so that GZipMiddleware leaves it alone: compressing a
-    206 would keep a wrong Content-Range and weaken the ETag (DESIGN.md, "HTTP").
+    206 would keep a wrong Content-Range and weaken the ETag (docs/design.md, "HTTP").
     """
 
     def has_header(self, header: str) -> bool:
@@ -119,7 +119,7 @@ def _body_iter(
     raw: LargeObjectIO, segments: Sequence[Segment], chunk: int, first: bytes
 ) -> Generator[bytes, None, None]:
     """Yield the body: ``first`` is the first read, already done; the rest read ahead."""
-    rest = lo.read_pieces(raw.oid, itertools.islice(_reads(segments, chunk), 1, None), raw.using)
+    rest = raw.read_pieces(itertools.islice(_reads(segments, chunk), 1, None))
     done = 0
     try:
         for item in _plan_reads(segments, chunk):
@@ -149,7 +149,7 @@ async def _body_aiter(
         for segment in segments
         if not isinstance(segment, bytes)
     )
-    rest = lo.read_pieces(raw.oid, itertools.islice(_reads(segments, chunk), 1, None), raw.using)
+    rest = raw.read_pieces(itertools.islice(_reads(segments, chunk), 1, None))
     step = sync_to_async(_next_chunk, thread_sensitive=True)
     pending: asyncio.Future[bytes | None] | None = None
     done = 0

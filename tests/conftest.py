@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from files_app import lo
+from files_app import lo, maintenance
 from files_app.references import reference_columns
 
 
@@ -33,7 +33,7 @@ def lo_count() -> Callable[[], int]:
     """Return a function counting the large objects in the test database."""
 
     def count() -> int:
-        return lo.count("default")
+        return maintenance.count("default")
 
     return count
 
@@ -56,7 +56,7 @@ def _report_driver(django_db_setup: None, django_db_blocker: pytest.FixtureReque
 
 def _unreferenced() -> list[int]:
     oid_columns, name_columns = reference_columns("default")
-    return lo.sweep_candidates(
+    return maintenance.sweep_candidates(
         "default", grace=-60, oid_columns=oid_columns, name_columns=name_columns, limit=100_000
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 CASES_PATH = Path(__file__).parent / "data" / "range_cases.json"
 GiB = 2**30
 
-# Statuses a download view may answer with (DESIGN.md, "Tests").
+# Statuses a download view may answer with (docs/design.md, "Tests").
 VIEW_STATUSES = frozenset({200, 206, 304, 412, 416})
 
 # Served as attachments by tests/urls_attachment.py; the name is part of the case.

@@ -13,7 +13,7 @@ from files_app.checks import check_database, check_settings
 
 def test_default_settings_pass() -> None:
     assert check_settings() == []
-    assert check_database() == []
+    assert check_database(databases=["default"]) == []
 
 
 @pytest.mark.parametrize(
@@ -39,14 +39,33 @@ def test_bad_settings(setting: str, value: object, check_id: str) -> None:
 
 def test_unknown_database_alias() -> None:
     with override_settings(FILES_APP_DATABASE="nope"):
-        errors = check_database()
+        errors = check_database(databases=["default"])
     assert [e.id for e in errors] == ["files_app.E201"]
     assert "'nope'" in errors[0].msg
 
 
 def test_non_postgresql_database() -> None:
     with mock.patch.object(connection, "vendor", "mysql"):
-        errors = check_database()
+        errors = check_database(databases=["default"])
     assert [e.id for e in errors] == ["files_app.E202"]
     assert "'mysql'" in errors[0].msg
     assert "postgresql" in (errors[0].hint or "")
+
+
+def test_checks_are_registered_by_the_app_config_and_database_ones_tagged() -> None:
+    from django.core.checks import registry
+
+    registered = {
+        getattr(check, "__name__", ""): check for check in registry.registry.registered_checks
+    }
+    assert "check_settings" in registered and "check_database" in registered
+    assert set(registered["check_database"].tags) == {registry.Tags.database}
+    assert not set(getattr(registered["check_settings"], "tags", ()))
+    # Database checks run when a database is named, as in migrate or "check --database".
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(FILES_APP_DATABASE="nope"):
+        call_command("check")  # not asked for: not run
+        with pytest.raises(SystemCheckError, match="files_app.E201"):
+            call_command("check", databases=["default"])

@@ -20,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection
 
-from files_app import lo
+from files_app import lo, maintenance
 from files_app.management.commands import files_import
 from files_app.models import StoredFile
 from tests.commands import ROOT, subprocess_env
@@ -195,7 +195,7 @@ class _InterruptedRead(io.BytesIO):
     def read(self, size: int | None = -1) -> bytes:
         if self.reads_left == 0:
             # Inside StoredFile.save()'s transaction: the new object is visible here.
-            type(self).objects_when_interrupted = lo.count("default")
+            type(self).objects_when_interrupted = maintenance.count("default")
             raise KeyboardInterrupt
         self.reads_left -= 1
         return super().read(size)

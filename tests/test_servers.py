@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from files_app import lo
+from files_app import maintenance
 from files_app.models import StoredFile
 from tests.rangecases import (
     CASES,
@@ -53,14 +53,14 @@ def served_files(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict
     """Store every file the cases need, committed; delete the rows (and objects) at the end."""
     files: dict[str, Served] = {}
     with django_db_blocker.unblock():
-        before = lo.count("default")
+        before = maintenance.count("default")
         try:
             for key in KEYS:
                 files[key] = create_served(key)
             yield files
         finally:
             StoredFile.objects.filter(pk__in=[s.pk for s in files.values()]).delete()
-        assert lo.count("default") == before, "large objects left behind"
+        assert maintenance.count("default") == before, "large objects left behind"
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)

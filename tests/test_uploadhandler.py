@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 from django.test import RequestFactory, override_settings
 
-from files_app import lo
+from files_app import lo, maintenance
 from files_app.models import StoredFile
 from files_app.uploadhandler import (
     LargeObjectUploadedFile,
@@ -184,4 +184,4 @@ def test_another_handler_stopping_the_upload_leaves_nothing(
     request.upload_handlers = [_StopAfter(request, 200_000), LargeObjectUploadHandler(request)]
     assert "file" not in request.FILES
     assert lo_count() == before
-    assert lo.count("default") == before  # and the connection is usable again
+    assert maintenance.count("default") == before  # and the connection is usable again

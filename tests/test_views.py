@@ -514,7 +514,7 @@ def test_body_is_streamed_lazily_in_chunks_of_the_chunk_size(
     settings: SettingsWrapper,
 ) -> None:
     # Regression guard: the body must come out piece by piece, never as one bytes object of
-    # the whole file (DESIGN.md, "Constant memory").
+    # the whole file (docs/design.md, "Constant memory").
     settings.FILES_APP_CHUNK_SIZE = 1000
     data = content(10000)
     url = store(data, "data.bin").get_absolute_url()
@@ -530,7 +530,7 @@ def test_body_is_streamed_lazily_in_chunks_of_the_chunk_size(
 
 def test_asgi_body_is_an_async_iterator(store: Callable[..., StoredFile]) -> None:
     # Regression guard: under ASGI, Django reads a sync iterator whole into memory before
-    # sending it (DESIGN.md, "HTTP").
+    # sending it (docs/design.md, "HTTP").
     url = store(content(10000), "data.bin").get_absolute_url()
 
     async def fetch() -> tuple[bool, bytes]:

@@ -136,9 +136,10 @@ def test_200_clients_leaving_mid_download_leave_nothing_behind(
     assert len(own_database.backends()) <= 16 * 2
     # Memory back to where it was: no growth from the first batches (which pay once for
     # threads, buffers and pooled connections) to the last ones. The server holds up to a
-    # chunk in flight per client, so single samples vary by tens of MiB; medians do not.
+    # chunk in flight per client, so samples vary by some 30 MiB; a leak of even 1 MiB a
+    # client would add 140 MiB over the 140 clients between the medians compared.
     early, late = statistics.median(sizes[:3]), statistics.median(sizes[-3:])
-    assert (late - early) / MiB < 24, [round(size / MiB) for size in sizes]
+    assert (late - early) / MiB < 48, [round(size / MiB) for size in sizes]
     assert download(server, big_file, {"Range": "bytes=-10"}).body == BIG[-10:]
     server.check_alive()
 

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
 
-from files_app import lo
+from files_app import lo, maintenance
 from files_app.models import PendingUnlink, StoredFile
 from tests.testapp.models import Document
 
@@ -39,38 +39,39 @@ def _create_rows(count: int, owner: User | None = None) -> None:
 
 
 def test_one_queryset_delete_of_100000_files(lo_count: object) -> None:
-    before = lo.count("default")
+    before = maintenance.count("default")
     _create_rows(COUNT)
-    assert lo.count("default") == before + COUNT
+    assert maintenance.count("default") == before + COUNT
     started = time.monotonic()
     deleted, _ = StoredFile.objects.all().delete()
     assert deleted == COUNT
-    assert lo.count("default") == before
+    assert maintenance.count("default") == before
     assert not PendingUnlink.objects.exists()
     print(f"deleted {COUNT} stored files in {time.monotonic() - started:.1f} s")
 
 
 def test_a_cascade_from_a_deleted_owner_drains_too() -> None:
-    before = lo.count("default")
+    before = maintenance.count("default")
     owner = User.objects.create_user("many-files")
     _create_rows(5_000, owner)
     owner.delete()
     assert not StoredFile.objects.exists()
-    assert lo.count("default") == before
+    assert maintenance.count("default") == before
     assert not PendingUnlink.objects.exists()
 
 
 def test_raw_sql_leaves_a_queue_that_the_sweeper_frees() -> None:
-    before = lo.count("default")
+    before = maintenance.count("default")
     _create_rows(2_000)
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM files_app_storedfile")
-    assert PendingUnlink.objects.count() == 2_000 - lo.IMMEDIATE_UNLINKS
-    assert lo.count("default") == before + PendingUnlink.objects.count()
+    assert PendingUnlink.objects.count() == 2_000 - maintenance.IMMEDIATE_UNLINKS
+    assert maintenance.count("default") == before + PendingUnlink.objects.count()
     out = io.StringIO()
     call_command("files_sweep", stdout=out)
-    assert f"Freed {2_000 - lo.IMMEDIATE_UNLINKS} large object(s) queued" in out.getvalue()
-    assert lo.count("default") == before
+    queued = 2_000 - maintenance.IMMEDIATE_UNLINKS
+    assert f"Freed {queued} large object(s) queued" in out.getvalue()
+    assert maintenance.count("default") == before
     assert not PendingUnlink.objects.exists()
 
 
@@ -88,15 +89,15 @@ def test_a_queued_object_that_is_used_again_is_not_unlinked() -> None:
 
 
 def test_other_apps_large_object_fields_queue_and_drain_as_well() -> None:
-    before = lo.count("default")
+    before = maintenance.count("default")
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO testapp_document (title, attachment) "
             "SELECT 'd' || g, lo_create(0) FROM generate_series(1, 1500) AS g"
         )
         cursor.execute("DELETE FROM testapp_document")
-    assert PendingUnlink.objects.count() == 1500 - lo.IMMEDIATE_UNLINKS
+    assert PendingUnlink.objects.count() == 1500 - maintenance.IMMEDIATE_UNLINKS
     from files_app.maintenance import drain
 
-    assert drain("default") == 1500 - lo.IMMEDIATE_UNLINKS
-    assert lo.count("default") == before
+    assert drain("default") == 1500 - maintenance.IMMEDIATE_UNLINKS
+    assert maintenance.count("default") == before

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count, Sum
 
-from files_app import lo
+from files_app import maintenance
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import format_size
@@ -64,11 +64,11 @@ class Command(BaseCommand):
                 for row in largest
             ],
             "large_objects": {
-                "total": lo.count(using),
-                "files_app": lo.count(using, owned=True),
+                "total": maintenance.count(using),
+                "files_app": maintenance.count(using, owned=True),
                 "unreferenced": self.count_unreferenced(using),
             },
-            "pg_largeobject_bytes": lo.disk_usage(using),
+            "pg_largeobject_bytes": maintenance.disk_usage(using),
         }
 
     def count_unreferenced(self, using: str) -> int:
@@ -76,7 +76,7 @@ class Command(BaseCommand):
         oid_columns, name_columns = reference_columns(using)
         found = after = 0
         while True:
-            page = lo.sweep_candidates(
+            page = maintenance.sweep_candidates(
                 using,
                 grace=0,
                 oid_columns=oid_columns,

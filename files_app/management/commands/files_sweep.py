@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
-from files_app import lo, maintenance
+from files_app import maintenance
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
 from files_app.references import reference_columns
 
-# More unlinks than this in one transaction can exhaust the lock table (DESIGN.md).
+# More unlinks than this in one transaction can exhaust the lock table (docs/design.md,
+# "Large objects").
 MAX_BATCH = 1000
 
 
@@ -68,7 +68,7 @@ class Command(BaseCommand):
         found = freed = total_bytes = 0
         after = 0
         while True:
-            batch = lo.sweep_candidates(
+            batch = maintenance.sweep_candidates(
                 using,
                 grace=grace,
                 oid_columns=oid_columns,
@@ -80,11 +80,9 @@ class Command(BaseCommand):
                 break
             after = batch[-1]
             found += len(batch)
-            with transaction.atomic(using=using):
-                for oid in batch:
-                    total_bytes += lo.size(oid, using)
-                    if not dry_run and lo.unlink(oid, using):
-                        freed += 1
+            freed_now, size = maintenance.free(batch, using, dry_run=dry_run)
+            freed += freed_now
+            total_bytes += size
             if options["verbosity"] >= 2:
                 verb = "Would free" if dry_run else "Freed"
                 self.stdout.write(f"{verb} {len(batch)} objects: {batch[0]}..{batch[-1]}")

@@ -10,7 +10,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from django.db.models import QuerySet, Sum
 
-from files_app import lo
 from files_app.conf import app_settings
 from files_app.management.options import (
     INTERRUPTED,
@@ -20,6 +19,7 @@ from files_app.management.options import (
 )
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
+from files_app.storage import LargeObjectFile, LargeObjectStorage
 
 
 class Command(BaseCommand):
@@ -125,8 +125,9 @@ class Command(BaseCommand):
         try:
             if oid is None:
                 raise FileNotFoundError
-            size = lo.size(oid, self.using)
-            digest = self._hash(oid, size)
+            opened = LargeObjectStorage(using=self.using).open(str(oid))
+            size = opened.size
+            digest = self._hash(opened)
         except FileNotFoundError:
             if self._changed(stored):
                 return "changed"
@@ -143,17 +144,12 @@ class Command(BaseCommand):
         )
         return "mismatch"
 
-    def _hash(self, oid: int, size: int) -> str:
+    def _hash(self, opened: LargeObjectFile) -> str:
         digest = hashlib.sha256()
-        chunk_size = app_settings.CHUNK_SIZE
-        offset = 0
-        while offset < size:
-            data = lo.read(oid, offset, min(chunk_size, size - offset), self.using)
-            if not data:
-                break
-            digest.update(data)
-            offset += len(data)
-            self.progress.advance(len(data))
+        with opened:
+            for data in opened.chunks(app_settings.CHUNK_SIZE):
+                digest.update(data)
+                self.progress.advance(len(data))
         return digest.hexdigest()
 
     def _changed(self, stored: StoredFile) -> bool:
