@@ -248,11 +248,11 @@ class StoredFile(models.Model):
 
     def _describe_type(self, head: bytes | None, upload_type: str = "") -> None:
         _, loaded_type = self._loaded
-        explicit = self.content_type if self.content_type != loaded_type else ""
-        if head is None and not explicit:
+        changed = self.content_type != loaded_type
+        if head is None and not changed:
             return  # neither the file nor the type changed: keep what the row says
-        if explicit:
-            normal = mediatypes.normalize(explicit)  # ValueError: not a media type
+        if changed and self.content_type:
+            normal = mediatypes.normalize(self.content_type)  # ValueError: not a media type
             if normal.split(";")[0] not in GENERIC_TYPES:
                 self.content_type = normal
                 return

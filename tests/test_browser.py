@@ -7,6 +7,7 @@ Without /usr/bin/chromium these tests say "skipped: no browser"; in CI (CI=true)
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -271,4 +272,42 @@ def test_admin_walkthrough(
     assert not StoredFile.objects.exists()
     assert lo_count() == before
     anonymous.close()
+    context.close()
+
+
+def test_stored_html_and_svg_never_run_in_the_sites_origin(browser: Any, live_server: Any) -> None:
+    # However their type is spelled, they are downloads in a CSP sandbox: navigating to them
+    # or framing them from a page of the site runs nothing in the site's origin.
+    steal = "document.cookie='pwned=1; path=/'"
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" onload="{steal}"/>'
+    payloads = [
+        ("page.html", "text/html ; charset=utf-8", f"<script>{steal}</script>".encode()),
+        ("drawing.svg", "image/svg+xml", svg.encode()),
+    ]
+    from playwright.sync_api import Error as PlaywrightError
+
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    urls = []
+    for name, content_type, data in payloads:
+        stored = StoredFile(file=File(io.BytesIO(data), name=name), content_type=content_type)
+        stored.public = True
+        stored.save()
+        urls.append(f"{live_server.url}{stored.get_absolute_url()}")
+        with page.expect_download() as download:
+            try:
+                page.goto(urls[-1])
+            except PlaywrightError as exc:  # navigating to a download "fails"
+                assert "Download is starting" in str(exc)
+        assert download.value.suggested_filename == name
+    page.goto(f"{live_server.url}/admin/login/")
+    for url in urls:
+        page.evaluate(
+            "(url) => new Promise((done) => { const f = document.createElement('iframe');"
+            " f.src = url; f.onload = done; setTimeout(done, 2000);"
+            " document.body.appendChild(f); })",
+            url,
+        )
+    assert "pwned" not in page.evaluate("document.cookie")
+    assert not [cookie for cookie in context.cookies() if cookie["name"] == "pwned"]
     context.close()

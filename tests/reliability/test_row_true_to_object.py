@@ -174,3 +174,14 @@ def test_the_view_never_serves_a_size_the_object_does_not_have(
     assert head["Content-Length"] == str(len(DATA))
     assert "holds 10010 bytes, not 0" in caplog.text
     assert lo.exists(stored.file.oid, "default")
+
+
+def test_a_cleared_content_type_is_taken_from_the_object_again() -> None:
+    stored = StoredFile.objects.create(file=ContentFile(DATA, name="page.html"), public=True)
+    stored.content_type = "application/x-custom"
+    stored.save()
+    assert StoredFile.objects.get(pk=stored.pk).content_type == "application/x-custom"
+    stored = StoredFile.objects.get(pk=stored.pk)
+    stored.content_type = ""
+    stored.save()
+    assert StoredFile.objects.get(pk=stored.pk).content_type == "text/html"
