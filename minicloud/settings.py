@@ -173,3 +173,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Uploads are streamed into large objects by files_app; keep Django's in-memory limit small.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# The largest upload, in bytes (unset: no limit); match the proxy's client_max_body_size.
+if limit := os.environ.get("MINICLOUD_MAX_UPLOAD_SIZE"):
+    FILES_APP_MAX_UPLOAD_SIZE = int(limit)

@@ -218,6 +218,25 @@ def _database_settings(**env: str) -> dict[str, object]:
     return dict(json.loads(result.stdout))
 
 
+def test_minicloud_takes_its_upload_limit_from_the_environment() -> None:
+    code = (
+        "from minicloud import settings; "
+        "print(getattr(settings, 'FILES_APP_MAX_UPLOAD_SIZE', None))"
+    )
+    env = {**os.environ, "DATABASE_URL": "postgres://u@127.0.0.1:1/db"}
+    for extra, expected in (({}, "None"), ({"MINICLOUD_MAX_UPLOAD_SIZE": "1048576"}, "1048576")):
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert result.stdout.strip() == expected
+
+
 def test_minicloud_reuses_database_connections() -> None:
     # psycopg 3 + psycopg_pool (requirements.txt): Django's pool, which works under ASGI too.
     pooled = _database_settings()
