@@ -25,6 +25,7 @@ __all__ = [
     "multipart_boundary",
     "multipart_content_type",
     "multipart_plan",
+    "parse_http_date",
     "parse_range_header",
     "resolve_ranges",
     "unsatisfied_content_range",
@@ -225,7 +226,7 @@ _DATE_RES = (
 )
 
 
-def _parse_http_date(value: str) -> int | None:
+def parse_http_date(value: str) -> int | None:
     """Parse an HTTP-date in any of the three formats into Unix seconds, or None."""
     for pattern in _DATE_RES:
         match = pattern.fullmatch(value)
@@ -266,7 +267,7 @@ def if_range_allows_partial(
             and value == etag
         )
     # §13.1.5: an HTTP-date matches only if it exactly equals Last-Modified.
-    stamp = _parse_http_date(value)
+    stamp = parse_http_date(value)
     return stamp is not None and last_modified is not None and stamp == last_modified
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -20,9 +20,10 @@ from django.utils.encoding import filepath_to_uri
 from storages.base import BaseStorage
 from storages.utils import clean_name, get_available_overwrite_name
 
-from files_app import lo
+from files_app import lo, streaming
 from files_app.conf import app_settings
 from files_app.digests import Digest
+from files_app.responder import Segment
 
 __all__ = [
     "LargeObjectFile",
@@ -139,6 +140,18 @@ class LargeObjectIO(io.RawIOBase):
     def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
         """Yield the bytes of each ``(offset, length)`` piece, reading ahead (lo.read_pieces)."""
         return lo.read_pieces(self.oid, pieces, self.using)
+
+    def stream(
+        self, segments: Sequence[Segment], chunk: int, first: bytes
+    ) -> Generator[bytes, None, None]:
+        """Yield a planned body (files_app.streaming.stream), ``first`` read already."""
+        return streaming.stream(self.read_pieces, segments, chunk, first)
+
+    def astream(
+        self, segments: Sequence[Segment], chunk: int, first: bytes
+    ) -> AsyncIterator[bytes]:
+        """:meth:`stream` for ASGI: an async iterator, no thread hand-off for the sends."""
+        return streaming.astream(self.read_pieces, segments, chunk, first)
 
     def readinto(self, buffer: Any) -> int:
         self._check_closed()

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
-from asgiref.sync import sync_to_async
 from django.core.files.storage import Storage
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Model, Q, QuerySet
@@ -22,27 +16,27 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponseGone,
+    HttpResponseNotModified,
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
-from django.utils.cache import get_conditional_response
-from django.utils.http import http_date
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import mediatypes, ranges
+from files_app import mediatypes, responder
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile
+from files_app.responder import Segment, content_disposition
 from files_app.sharing import LinkState, read_share_token
 from files_app.storage import (
     LargeObjectFile,
-    LargeObjectIO,
     LargeObjectStorage,
     SizeMismatch,
     oid_from_name,
     unsign_oid,
 )
+from files_app.streaming import body_reads
 
 __all__ = [
     "LargeObjectResponse",
@@ -54,23 +48,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("files_app")
-
-Segment = bytes | ranges.ByteRange
-
-
-def content_disposition(filename: str, *, as_attachment: bool) -> str:
-    """Return a Content-Disposition value (RFC 6266) that no file name can break out of."""
-    disposition = "attachment" if as_attachment else "inline"
-    # An ASCII fallback for old clients: control characters dropped, quote and backslash
-    # escaped as a quoted-string (RFC 9110 §5.6.4); RFC 8187 filename* carries the rest.
-    fallback = "".join(
-        ch if " " <= ch <= "~" else "_" for ch in filename if ch not in "\r\n\x7f"
-    ).strip()
-    fallback = fallback.replace("\\", "\\\\").replace('"', '\\"') or "download"
-    value = f'{disposition}; filename="{fallback}"'
-    if fallback != filename:
-        value += f"; filename*=utf-8''{quote(filename, safe='')}"
-    return value
 
 
 class LargeObjectResponse(StreamingHttpResponse):
@@ -86,95 +63,6 @@ class LargeObjectResponse(StreamingHttpResponse):
         return super().has_header(header)
 
     __contains__ = has_header
-
-
-Piece = bytes | tuple[int, int]
-
-
-def _plan_reads(segments: Sequence[Segment], chunk: int) -> Iterator[Piece]:
-    """Split the body into literal bytes and ``(offset, length)`` reads of ``chunk`` at most.
-
-    Lazily: a body of many gigabytes in small chunks is many pieces.
-    """
-    for segment in segments:
-        if isinstance(segment, bytes):
-            yield segment
-            continue
-        for offset in range(segment.start, segment.stop, chunk):
-            yield (offset, min(chunk, segment.stop - offset))
-
-
-def _reads(segments: Sequence[Segment], chunk: int) -> Iterator[tuple[int, int]]:
-    return (item for item in _plan_reads(segments, chunk) if not isinstance(item, bytes))
-
-
-def _checked(data: bytes | None, item: tuple[int, int]) -> bytes:
-    if data is None or len(data) != item[1]:
-        ended = item[0] + len(data or b"")
-        raise OSError(f"The large object ended early at byte {ended}.")
-    return data
-
-
-def _body_iter(
-    raw: LargeObjectIO, segments: Sequence[Segment], chunk: int, first: bytes
-) -> Generator[bytes, None, None]:
-    """Yield the body: ``first`` is the first read, already done; the rest read ahead."""
-    rest = raw.read_pieces(itertools.islice(_reads(segments, chunk), 1, None))
-    done = 0
-    try:
-        for item in _plan_reads(segments, chunk):
-            if isinstance(item, bytes):
-                yield item
-                continue
-            data = first if done == 0 else next(rest, None)
-            done += 1
-            yield _checked(data, item)
-    finally:
-        rest.close()
-
-
-def _next_chunk(body: Iterator[bytes]) -> bytes | None:
-    return next(body, None)
-
-
-async def _body_aiter(
-    raw: LargeObjectIO, segments: Sequence[Segment], chunk: int, first: bytes
-) -> AsyncIterator[bytes]:
-    """:func:`_body_iter` for ASGI, each read started in the request's thread before the
-    previous chunk is sent. (Under ASGI a sync iterator would be read whole into memory
-    before sending.) A body of one read needs no thread at all.
-    """
-    total = sum(
-        -(-(segment.stop - segment.start) // chunk)
-        for segment in segments
-        if not isinstance(segment, bytes)
-    )
-    rest = raw.read_pieces(itertools.islice(_reads(segments, chunk), 1, None))
-    step = sync_to_async(_next_chunk, thread_sensitive=True)
-    pending: asyncio.Future[bytes | None] | None = None
-    done = 0
-    try:
-        for item in _plan_reads(segments, chunk):
-            if isinstance(item, bytes):
-                yield item
-                continue
-            if done == 0:
-                data: bytes | None = first
-            else:
-                pending = pending or asyncio.ensure_future(step(rest))
-                data, pending = await pending, None
-            done += 1
-            if done < total:
-                pending = asyncio.ensure_future(step(rest))
-            yield _checked(data, item)
-    finally:
-        if pending is not None:
-            with suppress(Exception):
-                await pending
-        if inspect.getgeneratorstate(rest) == inspect.GEN_SUSPENDED:
-            await sync_to_async(rest.close, thread_sensitive=True)()
-        else:
-            rest.close()
 
 
 class LargeObjectView(View):
@@ -266,97 +154,30 @@ class LargeObjectView(View):
     def _respond(
         self, request: HttpRequest, size: int, etag: str | None, last_modified: int | None
     ) -> HttpResponseBase:
-        headers = self._validator_headers(etag, last_modified)
-        # RFC 9110 §13.2.2: preconditions first (412, 304), then Range.
-        base = HttpResponse(headers=headers)
-        conditional = get_conditional_response(
-            request, etag=etag, last_modified=last_modified, response=base
+        info = responder.FileInfo(
+            size=size,
+            filename=self.get_filename(),
+            content_type=self.get_content_type(),
+            etag=etag,
+            last_modified=last_modified,
+            as_attachment=self.get_as_attachment(),
+            cache_control=self.get_cache_control(),
         )
-        if conditional is not base:
-            assert conditional is not None
-            if conditional.status_code == 304:
-                self._check_size()
-                # RFC 9110 §8.6: a 304 may only state the 200's length; without this,
-                # CommonMiddleware would add a wrong "Content-Length: 0".
-                conditional.headers["Content-Length"] = str(size)
-            return conditional
-
-        range_header = request.headers.get("Range") if request.method == "GET" else None
-        if range_header is not None and not ranges.if_range_allows_partial(
-            request.headers.get("If-Range"), etag=etag, last_modified=last_modified
-        ):
-            range_header = None  # §13.1.5: a failed If-Range means "send it all"
-        result = ranges.resolve_ranges(
-            range_header, size, max_ranges=self.max_ranges or app_settings.MAX_RANGES
+        plan = responder.plan_response(
+            str(request.method),
+            request.headers.get,
+            info,
+            max_ranges=self.max_ranges or app_settings.MAX_RANGES,
         )
-        # Parsed, not matched on the raw string: however a type is spelled, HTML is HTML
-        # and runs in no page of ours; one that does not parse is served as bytes.
-        media_type = mediatypes.parse(self.get_content_type())
-        content_type = str(media_type) if media_type else "application/octet-stream"
-        headers["Content-Disposition"] = content_disposition(
-            self.get_filename(),
-            as_attachment=self.get_as_attachment() or not mediatypes.is_passive(media_type),
-        )
-        if not mediatypes.is_passive(media_type):
-            headers["Content-Security-Policy"] = "sandbox"
-
-        if result.decision is ranges.RangeDecision.UNSATISFIABLE:
-            self._check_size()
-            headers["Content-Range"] = ranges.unsatisfied_content_range(size)
-            headers["Content-Type"] = "text/plain; charset=utf-8"
-            return HttpResponse(
-                b"Range Not Satisfiable: no requested range overlaps the file.\n",
-                status=416,
-                headers=headers,
-            )
-        status, segments = self._plan_body(result, size, content_type, headers)
-        if request.method == "HEAD":
-            segments = []
-        return self._stream(request, status, headers, segments)
-
-    def _plan_body(
-        self,
-        result: ranges.RangeResult,
-        size: int,
-        content_type: str,
-        headers: dict[str, str],
-    ) -> tuple[int, list[Segment]]:
-        """Set the body's headers; return the status and what the body is made of."""
-        segments: list[Segment]
-        if result.decision is ranges.RangeDecision.FULL:
-            status, length = 200, size
-            headers["Content-Type"] = content_type
-            segments = [ranges.ByteRange(0, size)] if size else []
-        elif len(result.ranges) == 1:
-            (byte_range,) = result.ranges
-            status, length = 206, byte_range.length
-            headers["Content-Type"] = content_type
-            headers["Content-Range"] = byte_range.content_range(size)
-            segments = [byte_range]
-        else:
-            # RFC 9110 §14.6: several ranges go in a multipart/byteranges body.
-            status = 206
-            boundary = ranges.multipart_boundary()
-            parts, closing, length = ranges.multipart_plan(
-                result.ranges, size, content_type, boundary
-            )
-            headers["Content-Type"] = ranges.multipart_content_type(boundary)
-            segments = []
-            for part in parts:
-                segments += [part.header, part.range, b"\r\n"]
-            segments.append(closing)
-        headers["Content-Length"] = str(length)
-        return status, segments
-
-    def _validator_headers(self, etag: str | None, last_modified: int | None) -> dict[str, str]:
-        headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
-        if etag:
-            headers["ETag"] = etag
-        if last_modified is not None:
-            headers["Last-Modified"] = http_date(last_modified)
-        if cache_control := self.get_cache_control():
-            headers["Cache-Control"] = cache_control
-        return headers
+        headers = dict(plan.headers)
+        if plan.status == 412:
+            return HttpResponse(status=412, headers=headers)
+        if plan.status in (304, 416):
+            self._check_size()  # both state the size
+            if plan.status == 304:
+                return HttpResponseNotModified(headers=headers)
+            return HttpResponse(b"".join(_literal(plan.body)), status=416, headers=headers)
+        return self._stream(request, plan.status, headers, plan.body)
 
     def _check_size(self) -> None:
         try:
@@ -374,7 +195,7 @@ class LargeObjectView(View):
         raw = self.file.raw
         self.file.close()  # reads go by offset; no descriptor or cursor stays open
         chunk = self.chunk_size or app_settings.CHUNK_SIZE
-        first = next(_reads(segments, chunk), None)
+        first = next(body_reads(segments, chunk), None)
         try:
             # The first read happens now, so that a missing object is a 404, not a
             # broken body, and the size we announce is checked in the same query; a
@@ -386,13 +207,16 @@ class LargeObjectView(View):
         except FileNotFoundError as exc:
             raise Http404("The file's data is missing.") from exc
         if first is None:
-            literal = [segment for segment in segments if isinstance(segment, bytes)]
-            return LargeObjectResponse(literal, status=status, headers=headers)
+            return LargeObjectResponse(_literal(segments), status=status, headers=headers)
         if isinstance(request, ASGIRequest):
-            body: Iterator[bytes] | AsyncIterator[bytes] = _body_aiter(raw, segments, chunk, data)
+            body: Iterator[bytes] | AsyncIterator[bytes] = raw.astream(segments, chunk, data)
         else:
-            body = _body_iter(raw, segments, chunk, data)
+            body = raw.stream(segments, chunk, data)
         return LargeObjectResponse(body, status=status, headers=headers)
+
+
+def _literal(segments: Sequence[Segment]) -> list[bytes]:
+    return [segment for segment in segments if isinstance(segment, bytes)]
 
 
 class StoredFileView(LargeObjectView):

@@ -5,6 +5,7 @@ Used by ./run and ./test; needs nothing but Python 3.11+.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -62,10 +63,15 @@ def find_interpreter(version: str) -> str | None:
     candidates = [shutil.which(f"python{version}")]
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     pattern = f"versions/{version}.*/bin/python{version}"
-    candidates += sorted(str(path) for path in root.glob(pattern))
+    with contextlib.suppress(OSError):  # another user's pyenv, say: not ours to use
+        candidates += sorted(str(path) for path in root.glob(pattern))
     for candidate in filter(None, candidates):
         # pyenv's shims exist for every installed version but run only the selected ones.
-        if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+        try:
+            probe = subprocess.run([candidate, "--version"], capture_output=True)
+        except OSError:
+            continue
+        if probe.returncode == 0:
             return candidate
     return None
 
