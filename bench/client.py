@@ -193,7 +193,13 @@ def cmd_ttfb(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _ranged_client(
-    port: int, path: str, size: int, deadline: float, keep_alive: bool, counts: list[int]
+    port: int,
+    path: str,
+    size: int,
+    deadline: float,
+    keep_alive: bool,
+    counts: list[int],
+    cookie: str = "",
 ) -> None:
     rng = random.Random()
     reader: asyncio.StreamReader | None = None
@@ -203,6 +209,7 @@ async def _ranged_client(
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
             f"Range: bytes={offset}-{offset + RANGE_LENGTH - 1}\r\n"
+            + (f"Cookie: {cookie}\r\n" if cookie else "")
             + ("" if keep_alive else "Connection: close\r\n")
             + "\r\n"
         ).encode("latin-1")
@@ -243,7 +250,9 @@ def cmd_ranged(args: argparse.Namespace) -> dict[str, Any]:
         deadline = started + args.seconds
         await asyncio.gather(
             *(
-                _ranged_client(args.port, args.path, args.size, deadline, args.keep_alive, counts)
+                _ranged_client(
+                    args.port, args.path, args.size, deadline, args.keep_alive, counts, args.cookie
+                )
                 for _ in range(args.clients)
             )
         )
@@ -516,6 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--keep-alive", action="store_true")
+    parser.add_argument("--cookie", default="", help="ranged: a Cookie header to send")
     parser.add_argument("--start-at", type=float, default=0.0)
     parser.add_argument("--mode", choices=["put", "lowrite"], default="put")
     parser.add_argument("--name", default="upload.bin")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+from files_app.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 

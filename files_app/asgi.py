@@ -28,18 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import suppress
 from typing import Any
 
 import django
 from django.conf import settings
 from django.core.exceptions import RequestAborted
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import InterfaceError, OperationalError
+from django.urls import set_script_prefix
 
 __all__ = ["ASGIBodyStream", "StreamingASGIHandler", "get_asgi_application"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
+FILE_SERVING_MIDDLEWARE = "files_app.middleware.FileServingMiddleware"
 
 
 class ASGIBodyStream(io.RawIOBase):
@@ -118,7 +122,56 @@ class StreamingASGIHandler(ASGIHandler):
     chunk_size = 1024 * 1024
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if FILE_SERVING_MIDDLEWARE in settings.MIDDLEWARE and await self.serve_file(
+            scope, receive, send
+        ):
+            return
         await super().handle(scope, _Channel(scope, receive), send)
+
+    async def serve_file(self, scope: dict[str, Any], receive: Receive, send: Any) -> bool:
+        """Answer a request of files_app.serving's lean path before Django's handler, on
+        the event loop; return False if the request is not one (Django answers it).
+
+        On with :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``.
+        """
+        from files_app import serving
+        from files_app.middleware import RETRY_AFTER, aserve, unavailable
+
+        method = scope.get("method", "")
+        if method not in ("GET", "HEAD"):
+            return False
+        script_name = get_script_prefix(scope)
+        set_script_prefix(script_name)
+        path = scope["path"]
+        path_info = path.removeprefix(script_name) if script_name else path
+        headers = _scope_headers(scope)
+        server = scope.get("server") or ("unknown", 0)
+        host = serving.request_host(headers.get, f"{server[0]}:{server[1]}")
+        secure = serving.request_is_secure(headers.get, scope.get("scheme", "http"))
+        target = serving.find_target(path_info or "/", host, secure)
+        if target is None:
+            return False
+        try:
+            answer = await aserve(method, headers.get, target)
+        except (OperationalError, InterfaceError) as exc:
+            response = unavailable(method, path, exc, RETRY_AFTER)
+            answer = serving.Answer(
+                response.status_code, list(response.items()), [response.content]
+            )
+        if answer is None:
+            return False
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers],
+            }
+        )
+        if isinstance(answer.body, list):
+            await send({"type": "http.response.body", "body": b"".join(answer.body)})
+            return True
+        await _send_body(answer.body, receive, send)
+        return True
 
     async def read_body(self, receive: Any) -> Any:
         if not isinstance(receive, _Channel) or not self.streams(receive.scope):
@@ -151,6 +204,47 @@ class StreamingASGIHandler(ASGIHandler):
                 except ValueError:
                     return False  # Django answers 400
         return False
+
+
+def _scope_headers(scope: Message) -> dict[str, str]:
+    """Return the request's headers by name (any case), repeated ones joined as Django does."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").title()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return _Caseless(headers)
+
+
+class _Caseless(dict[str, str]):
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.title(), default)
+
+
+async def _send_body(body: AsyncIterator[bytes], receive: Receive, send: Any) -> None:
+    """Send a streamed body; stop reading it when the client goes away."""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        async for chunk in body:
+            if gone.is_set():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b""})
+    finally:
+        watcher.cancel()
+        with suppress(asyncio.CancelledError):
+            await watcher
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def get_asgi_application() -> StreamingASGIHandler:

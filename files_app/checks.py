@@ -45,6 +45,14 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                 id="files_app.E003",
             )
         )
+    if not isinstance(app_settings.PREPARE, bool):
+        errors.append(
+            checks.Error(
+                f"FILES_APP_PREPARE must be True or False, not {app_settings.PREPARE!r}.",
+                hint="False behind PgBouncer < 1.22 in transaction mode; else remove it.",
+                id="files_app.E005",
+            )
+        )
     return errors
 
 

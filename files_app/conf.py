@@ -39,6 +39,15 @@ class Settings:
         """Seconds an unreferenced large object is left alone before the sweeper frees it."""
         return self._get("SWEEP_GRACE", 24 * 3600)  # type: ignore[no-any-return]
 
+    @property
+    def PREPARE(self) -> bool:
+        """Whether the lean path prepares its statements on the server (psycopg 3).
+
+        Turn it off behind PgBouncer older than 1.22 in transaction mode, which cannot
+        keep prepared statements.
+        """
+        return self._get("PREPARE", True)  # type: ignore[no-any-return]
+
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, f"FILES_APP_{name}", default)
 

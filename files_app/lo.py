@@ -67,9 +67,10 @@ def _missing_is_file_not_found() -> Iterator[None]:
 
 
 @contextmanager
-def cursor(using: str, *, binary: bool = False) -> Iterator[Any]:
+def cursor(using: str, *, binary: bool = False, prepare: bool = False) -> Iterator[Any]:
     """Yield a Django cursor on ``using``; on psycopg 3 with ``binary``, one with binary
-    results. A missing large object raises FileNotFoundError.
+    results, whose statements are prepared on the server if ``prepare`` (parsed and
+    planned once per connection). A missing large object raises FileNotFoundError.
 
     Every query goes through Django's cursor wrapper, so ``connection.execute_wrapper()``
     and ``connection.queries`` see it.
@@ -80,8 +81,20 @@ def cursor(using: str, *, binary: bool = False) -> Iterator[Any]:
             # bytea in binary format is ~3x faster than hex text (docs/design.md, "Large
             # objects"); Django's cursors bind client-side, which allows no binary results.
             connection.ensure_connection()
-            with connection.wrap_database_errors, _wrapped(connection, conn=None) as wrapped:
-                yield wrapped
+            conn = connection.connection
+            # Django turns psycopg's automatic preparation off (prepare_threshold=None);
+            # 0 prepares this cursor's statements at once. Only server-binding cursors
+            # prepare: Django's own (client-side) ones are not affected.
+            # With queries logged (DEBUG, the debug toolbar), no preparation: Django cannot
+            # show the SQL of a prepared statement.
+            threshold = conn.prepare_threshold
+            if prepare and not connection.queries_logged:
+                conn.prepare_threshold = 0
+            try:
+                with connection.wrap_database_errors, _wrapped(connection, None) as wrapped:
+                    yield wrapped
+            finally:
+                conn.prepare_threshold = threshold
         else:
             with connection.cursor() as wrapped:
                 yield wrapped

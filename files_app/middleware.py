@@ -1,16 +1,144 @@
-"""Middleware: answer 503 with Retry-After while the database cannot be reached."""
+"""Middleware: files served before the rest of Django's stack, and a 503 with Retry-After
+while the database cannot be reached."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.exceptions import DisallowedHost
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-__all__ = ["DatabaseUnavailableMiddleware"]
+from files_app import serving
+
+__all__ = ["DatabaseUnavailableMiddleware", "FileServingMiddleware", "unavailable"]
 
 logger = logging.getLogger("files_app")
+
+#: Seconds a client is asked to wait before trying again while the database is down.
+RETRY_AFTER = 5
+UNAVAILABLE_BODY = (
+    b"Service unavailable: the database cannot be reached. Try again in a few seconds.\n"
+)
+
+
+def unavailable(method: str, path: str, exception: Exception, retry_after: int) -> HttpResponse:
+    """Log a database connection error and return the 503 that answers it."""
+    message = str(exception).strip()
+    logger.error(
+        "Database unavailable while serving %s %s: %s",
+        method,
+        path,
+        message.splitlines()[0] if message else exception,
+    )
+    response = HttpResponse(UNAVAILABLE_BODY, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(retry_after)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _host(request: HttpRequest) -> str | None:
+    try:
+        return request.get_host()
+    except DisallowedHost:
+        return None
+
+
+def _header_getter(request: HttpRequest) -> serving.Headers:
+    meta = request.META
+
+    def header(name: str) -> str | None:
+        value = meta.get("HTTP_" + name.upper().replace("-", "_"))
+        return None if value is None else str(value)
+
+    return header
+
+
+class FileServingMiddleware:
+    """Serve public files and share links before the rest of the middleware and the view.
+
+    In the manner of whitenoise's ``WhiteNoiseMiddleware``: put it first in ``MIDDLEWARE``.
+    A GET or HEAD of files_app's download or share URL is answered here with one query
+    and the same status, headers and bytes as the view (files_app.serving says what it
+    leaves to the view: private files, expired links, and the rest). The middleware after
+    it does not run for those responses, so they carry none of its headers (no
+    ``Vary: Cookie``, no ``X-Frame-Options``). Under ASGI with files_app's handler
+    (files_app.asgi) the same requests are answered before Django's handler, on the event
+    loop.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    #: Seconds a client is asked to wait while the database is down.
+    retry_after = RETRY_AFTER
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        target = self._target(request)
+        if target is None:
+            return self.get_response(request)
+        try:
+            answer = serving.serve(str(request.method), _header_getter(request), target)
+        except (OperationalError, InterfaceError) as exc:
+            return unavailable(str(request.method), request.path, exc, self.retry_after)
+        if answer is None:
+            return self.get_response(request)
+        return _response(answer, request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        target = self._target(request)
+        if target is None:
+            return await self.get_response(request)  # type: ignore[no-any-return]
+        try:
+            answer = await aserve(str(request.method), _header_getter(request), target)
+        except (OperationalError, InterfaceError) as exc:
+            return unavailable(str(request.method), request.path, exc, self.retry_after)
+        if answer is None:
+            return await self.get_response(request)  # type: ignore[no-any-return]
+        return _response(answer, request)
+
+    @staticmethod
+    def _target(request: HttpRequest) -> serving.Target | None:
+        if request.method not in ("GET", "HEAD"):
+            return None
+        return serving.find_target(request.path_info, _host(request), request.is_secure())
+
+
+async def aserve(method: str, header: serving.Headers, target: serving.Target) -> Any:
+    """Serve on the event loop with the async pool, or else in a worker thread."""
+    from files_app import alo
+
+    if alo.available():
+        return await serving.aserve(method, header, target)
+    # psycopg2, or no psycopg-pool: Django's connection in a worker thread.
+    return await sync_to_async(serving.serve, thread_sensitive=True)(
+        method, header, target, asgi=True
+    )
+
+
+def _response(answer: serving.Answer, request: HttpRequest) -> HttpResponseBase:
+    """Return the Django response the view would have made for ``answer``."""
+    from files_app.views import LargeObjectResponse, empty_body, not_modified
+
+    headers = dict(answer.headers)
+    if answer.status == 304:
+        return not_modified(request, headers)
+    if answer.status in (412, 416):
+        assert isinstance(answer.body, list)
+        return HttpResponse(b"".join(answer.body), status=answer.status, headers=headers)
+    body = answer.body if answer.body != [] else empty_body(request)
+    return LargeObjectResponse(body, status=answer.status, headers=headers)
 
 
 class DatabaseUnavailableMiddleware:
@@ -22,28 +150,22 @@ class DatabaseUnavailableMiddleware:
     """
 
     #: Seconds a client is asked to wait before trying again.
-    retry_after = 5
+    retry_after = RETRY_AFTER
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+    def __call__(self, request: HttpRequest) -> Any:
+        # Under ASGI get_response is a coroutine function and this returns its coroutine:
+        # no thread hand-off. Django's handler calls process_exception() either way.
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
-        logger.error(
-            "Database unavailable while serving %s %s: %s",
-            request.method,
-            request.path,
-            str(exception).strip().splitlines()[0] if str(exception).strip() else exception,
-        )
-        response = HttpResponse(
-            "Service unavailable: the database cannot be reached. Try again in a few seconds.\n",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-        )
-        response["Retry-After"] = str(self.retry_after)
-        response["Cache-Control"] = "no-store"
-        return response
+        return unavailable(str(request.method), request.path, exception, self.retry_after)

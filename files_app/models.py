@@ -202,14 +202,24 @@ class StoredFile(models.Model):
     @property
     def download_name(self) -> str:
         """Return the name a browser saves the file under."""
+        return self.download_name_for(self.name)
+
+    @staticmethod
+    def download_name_for(name: str) -> str:
+        """Return the name a browser saves a file of this ``name`` under."""
         # No path separators or control characters: the name is a URL path segment.
-        name = "".join(ch if ch.isprintable() and ch != "/" else "_" for ch in self.name)
+        name = "".join(ch if ch.isprintable() and ch != "/" else "_" for ch in name)
         return name.strip() or "download"
 
     @property
     def etag(self) -> str:
         """Return a strong ETag: the content hash (an object never changes once stored)."""
-        return f'"{self.sha256}"' if self.sha256 else f'"{self.file.name}"'
+        return self.etag_for(self.sha256, self.file.name)
+
+    @staticmethod
+    def etag_for(sha256: str, oid: int | str | None) -> str:
+        """Return the ETag of a file with this hash and object."""
+        return f'"{sha256}"' if sha256 else f'"{oid}"'
 
     def describe_file(self, using: str) -> None:
         """Store an unsaved file, and make size, SHA-256, name and type describe the object.

@@ -141,8 +141,10 @@ def plan_response(
     if precondition == 412:
         return Plan(412, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0")])
     if precondition == 304:
-        # RFC 9110 §15.4.5: the validators a 200 would carry; §8.6: its Content-Length.
-        return Plan(304, [*validators, ("Content-Length", str(info.size))])
+        # RFC 9110 §15.4.5: the validators a 200 would carry. No Content-Length (§8.6
+        # allows the 200's, but uvicorn's httptools server then waits for that many bytes
+        # of body and drops the connection).
+        return Plan(304, validators)
 
     headers = [("Accept-Ranges", "bytes"), ("X-Content-Type-Options", "nosniff"), *validators]
     range_header = header("Range") if method == "GET" else None

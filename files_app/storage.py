@@ -232,9 +232,13 @@ class LargeObjectWriter:
     def close(self) -> None:
         self._writer.close()
 
-    def abort(self) -> None:
+    def abort(self, *, unlink: bool = True) -> None:
+        """Stop writing and unlink the object; inside a transaction that is being rolled
+        back, ``unlink=False``: the rollback removes the object, and a statement in an
+        aborted transaction would only raise over the error that aborted it."""
         self._writer.abort()
-        lo.unlink(self.oid, self.using)
+        if unlink:
+            lo.unlink(self.oid, self.using)
 
 
 class LargeObjectUploadedFile(UploadedFile):
@@ -355,7 +359,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                         writer.write(offset, data)
                         offset += len(data)
             except BaseException:
-                writer.abort()
+                writer.abort(unlink=False)  # the rollback of the atomic block removes it
                 raise
             writer.close()
         return posixpath.join(directory, str(writer.oid), basename or str(writer.oid))

@@ -17,9 +17,10 @@ from asgiref.sync import sync_to_async
 
 from files_app.responder import Segment
 
-__all__ = ["astream", "body_reads", "stream"]
+__all__ = ["astream", "astream_async", "body_reads", "empty", "stream"]
 
 ReadPieces = Callable[[Iterable[tuple[int, int]]], Generator[bytes, None, None]]
+AsyncReadPieces = Callable[[Iterable[tuple[int, int]]], AsyncIterator[bytes]]
 
 Piece = bytes | tuple[int, int]
 
@@ -109,3 +110,31 @@ async def astream(
             await sync_to_async(rest.close, thread_sensitive=True)()
         else:
             rest.close()
+
+
+async def astream_async(
+    read_pieces: AsyncReadPieces, segments: Sequence[Segment], chunk: int, first: bytes
+) -> AsyncIterator[bytes]:
+    """:func:`stream` with async reads (files_app.alo): no thread at all. ``read_pieces``
+    starts the next read before it hands a piece over."""
+    rest = read_pieces(itertools.islice(body_reads(segments, chunk), 1, None))
+    done = 0
+    try:
+        for item in _plan_reads(segments, chunk):
+            if isinstance(item, bytes):
+                yield item
+                continue
+            data = first if done == 0 else await anext(rest, b"")
+            done += 1
+            yield _checked(data, item)
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def empty() -> AsyncIterator[bytes]:
+    """An async body without bytes (HEAD, 304) for ASGI."""
+    nothing: tuple[bytes, ...] = ()
+    for chunk in nothing:
+        yield chunk

@@ -16,14 +16,13 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponseGone,
-    HttpResponseNotModified,
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import mediatypes, responder
+from files_app import mediatypes, responder, streaming
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile
@@ -172,11 +171,11 @@ class LargeObjectView(View):
         headers = dict(plan.headers)
         if plan.status == 412:
             return HttpResponse(status=412, headers=headers)
-        if plan.status in (304, 416):
-            self._check_size()  # both state the size
-            if plan.status == 304:
-                return HttpResponseNotModified(headers=headers)
+        if plan.status == 416:
+            self._check_size()  # it states the size
             return HttpResponse(b"".join(_literal(plan.body)), status=416, headers=headers)
+        if plan.status == 304:
+            return not_modified(request, headers)
         return self._stream(request, plan.status, headers, plan.body)
 
     def _check_size(self) -> None:
@@ -207,7 +206,8 @@ class LargeObjectView(View):
         except FileNotFoundError as exc:
             raise Http404("The file's data is missing.") from exc
         if first is None:
-            return LargeObjectResponse(_literal(segments), status=status, headers=headers)
+            literal = _literal(segments) or empty_body(request)
+            return LargeObjectResponse(literal, status=status, headers=headers)
         if isinstance(request, ASGIRequest):
             body: Iterator[bytes] | AsyncIterator[bytes] = raw.astream(segments, chunk, data)
         else:
@@ -217,6 +217,22 @@ class LargeObjectView(View):
 
 def _literal(segments: Sequence[Segment]) -> list[bytes]:
     return [segment for segment in segments if isinstance(segment, bytes)]
+
+
+def not_modified(request: HttpRequest, headers: dict[str, str]) -> LargeObjectResponse:
+    """Return a 304 with ``headers`` only: streamed (and empty), so that CommonMiddleware
+    adds no "Content-Length: 0", and without a Content-Type, as HttpResponseNotModified."""
+    response = LargeObjectResponse(empty_body(request), status=304, headers=headers)
+    del response["Content-Type"]
+    return response
+
+
+def empty_body(request: HttpRequest) -> list[bytes] | AsyncIterator[bytes]:
+    """Return an empty body (HEAD, 304): async under ASGI, where Django warns about
+    sync iterators."""
+    if isinstance(request, ASGIRequest):
+        return streaming.empty()
+    return []
 
 
 class StoredFileView(LargeObjectView):
@@ -268,10 +284,13 @@ class StoredFileView(LargeObjectView):
         # that did not change with the content would make If-Range splice two files.
         return self.object.updated
 
+    #: The ``Cache-Control`` of public files (private ones get :attr:`cache_control`).
+    public_cache_control = "public, max-age=300"
+
     def get_cache_control(self) -> str | None:
         if self.object.public:
-            return "public, max-age=300"
-        return "private, no-cache"
+            return self.public_cache_control
+        return self.cache_control
 
 
 class SharedFileView(StoredFileView):
@@ -289,7 +308,7 @@ class SharedFileView(StoredFileView):
         return get_object_or_404(self.model._default_manager.all(), uuid=file_uuid)
 
     def get_cache_control(self) -> str | None:
-        return "private, no-cache"
+        return self.cache_control  # a link's holder is not the public, even for public files
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:

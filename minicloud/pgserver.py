@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -133,10 +133,12 @@ class PostgresServer:
         *,
         bindir: Path | None = None,
         ephemeral: bool = False,
+        settings: Sequence[str] = (),
     ) -> None:
         self.datadir = Path(datadir)
         self.bindir = bindir or find_bindir()
         self.ephemeral = ephemeral
+        self.settings = list(settings)  # more "name=value" settings, after ours
         self.port: int | None = None
         self.owner = False
         self._process: subprocess.Popen[bytes] | None = None
@@ -220,6 +222,7 @@ class PostgresServer:
         ]
         if self.ephemeral:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        settings += self.settings
         for _attempt in range(1 if port else 5):
             chosen = port or _free_port()
             args = [self._bin("postgres"), "-D", str(self.datadir), "-p", str(chosen)]

@@ -65,7 +65,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: a stopped database is a quick 503 with Retry-After, not a 500 or a debug page.
+    # First: public files and share links are answered here, in one query, without the
+    # rest (sessions, auth, CSRF, messages); under uvicorn, before Django's handler.
+    "files_app.middleware.FileServingMiddleware",
+    # A stopped database is a quick 503 with Retry-After, not a 500 or a debug page.
     "files_app.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

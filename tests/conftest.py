@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import dj_database_url
 import pytest
@@ -12,6 +13,9 @@ from django.db import connection
 
 from files_app import lo, maintenance
 from files_app.references import reference_columns
+
+if TYPE_CHECKING:
+    from files_app.models import StoredFile
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +40,26 @@ def lo_count() -> Callable[[], int]:
         return maintenance.count("default")
 
     return count
+
+
+@pytest.fixture
+def store() -> Iterator[Callable[..., StoredFile]]:
+    """Return a factory saving a (public) StoredFile from bytes; delete the rows afterwards."""
+    from django.core.files.base import ContentFile
+
+    from files_app.models import StoredFile
+
+    created: list[int] = []
+
+    def make(data: bytes = b"hello world\n", name: str = "hello.txt", **kwargs: Any) -> StoredFile:
+        kwargs.setdefault("public", True)
+        stored = StoredFile(file=ContentFile(data, name="upload"), name=name, **kwargs)
+        stored.save()
+        created.append(stored.pk)
+        return stored
+
+    yield make
+    StoredFile.objects.filter(pk__in=created).delete()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -129,6 +129,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: IO[bytes]
+    env: Mapping[str, str] = field(default_factory=dict)  # the settings it was given
 
     host = "127.0.0.1"
 
@@ -226,7 +227,7 @@ def running_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so workers can be reaped
         )
-        server = Server(kind=kind, port=port, process=process, log=log)
+        server = Server(kind=kind, port=port, process=process, log=log, env=dict(env or {}))
         try:
             _wait_until_listening(server)
             yield server

@@ -42,6 +42,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
+# The real-server tests also run the range cases with files_app's lean path in front.
+if os.environ.get("FILES_APP_TEST_LEAN") == "1":
+    MIDDLEWARE.insert(0, "files_app.middleware.FileServingMiddleware")
+
 ROOT_URLCONF = "tests.urls"
 
 TEMPLATES = [

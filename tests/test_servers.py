@@ -63,12 +63,23 @@ def served_files(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict
         assert maintenance.count("default") == before, "large objects left behind"
 
 
-@pytest.fixture(scope="module", params=SERVER_KINDS)
+@pytest.fixture(
+    scope="module",
+    params=[(kind, path) for path in ("views", "lean") for kind in SERVER_KINDS],
+    ids=lambda param: param[0] if param[1] == "views" else f"{param[0]}-lean",
+)
 def server(request: pytest.FixtureRequest, served_files: dict[str, Served]) -> Iterator[Server]:
-    """Run one real server against the test session's database."""
-    with running_server(request.param, connection.settings_dict) as running:
+    """Run one real server against the test session's database: the views answer, or
+    files_app's lean path (FileServingMiddleware; under uvicorn, files_app.asgi's handler
+    before Django's)."""
+    kind, path = request.param
+    env = {"FILES_APP_TEST_LEAN": "1" if path == "lean" else "0"}
+    with running_server(kind, connection.settings_dict, env=env) as running:
         yield running
         running.check_alive()
+        # Nothing went wrong that the client did not see (uvicorn's httptools server once
+        # dropped keep-alive connections after a 304 with a Content-Length, and said so).
+        assert "Traceback" not in running.output(), running.output()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -84,6 +95,21 @@ def test_range_case_gets_a_correct_answer(
         status, rest = split_raw(raw_exchange(server, case.method, served.path, headers))
         assert status == reply.status
         assert rest == b"", f"{len(rest)} bytes after the headers of a {case.method} {status}"
+
+
+def test_the_lean_path_answers_when_it_is_on(
+    server: Server, served_files: dict[str, Served]
+) -> None:
+    # The view reads the session (who may see the file): Vary: Cookie. The lean path
+    # does not, so its answers have no Vary: proof that it, not the view, answered.
+    served = served_files["size10000"]
+    reply = request(server, "GET", served.path, {"Range": "bytes=0-99"})
+    assert reply.status == 206
+    vary = Headers(reply.headers).get("Vary")
+    if server.env.get("FILES_APP_TEST_LEAN") == "1":
+        assert vary is None
+    else:
+        assert vary is not None and "Cookie" in vary
 
 
 Request = tuple[str, dict[str, str], list[tuple[int, int]]]

@@ -6,6 +6,7 @@ import io
 import os
 import tracemalloc
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -126,6 +127,29 @@ def test_a_failing_upload_leaves_no_object(
     before = lo_count()
     with pytest.raises(OSError, match="client went away"):
         storage.save("broken.bin", Broken(io.BytesIO(), name="broken.bin"))
+    assert lo_count() == before
+
+
+def test_an_interrupt_that_aborted_the_transaction_stays_an_interrupt(
+    storage: LargeObjectStorage, lo_count: Callable[[], int]
+) -> None:
+    # Ctrl-C inside a psycopg wait cancels the statement running: the transaction is
+    # aborted when KeyboardInterrupt reaches the storage. Cleaning up with another
+    # statement would raise "current transaction is aborted" over the interrupt (files_import
+    # then exited 1 with a database error instead of 130).
+    from django.db import DatabaseError, connection
+
+    class Interrupted(File):  # type: ignore[type-arg]
+        def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+            yield b"x" * 1000
+            # The error shows now or, in pipeline mode (psycopg 3), at the end of it.
+            with suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT 1/0")
+            raise KeyboardInterrupt
+
+    before = lo_count()
+    with pytest.raises(KeyboardInterrupt):
+        storage.save("interrupted.bin", Interrupted(io.BytesIO(), name="interrupted.bin"))
     assert lo_count() == before
 
 

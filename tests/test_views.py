@@ -77,22 +77,6 @@ def make_served() -> Iterator[MakeServed]:
     StoredFile.objects.filter(pk__in=created).delete()
 
 
-@pytest.fixture
-def store() -> Iterator[Callable[..., StoredFile]]:
-    """Return a factory saving a StoredFile from bytes; delete the rows afterwards."""
-    created: list[int] = []
-
-    def make(data: bytes = b"hello world\n", name: str = "hello.txt", **kwargs: Any) -> StoredFile:
-        kwargs.setdefault("public", True)
-        stored = StoredFile(file=ContentFile(data, name="upload"), name=name, **kwargs)
-        stored.save()
-        created.append(stored.pk)
-        return stored
-
-    yield make
-    StoredFile.objects.filter(pk__in=created).delete()
-
-
 def _body(response: HttpResponseBase) -> bytes:
     if isinstance(response, StreamingHttpResponse):
         return b"".join(response)

@@ -1,0 +1,394 @@
+"""The lean path: public files and share links answered before Django's request cycle.
+
+A ranged request for a public file needs none of sessions, auth, messages, CSRF or the ORM's
+query building, yet in the views they cost more than the database does (bench/RESULTS.md).
+Here a request is matched to files_app's own download and share URLs, and the row and the
+first read of the large object come back in one statement (one round trip)::
+
+    SELECT <the row's fields>, lo_lseek64(fd, 0, 2), lo_get(file, <start>, <length>), ...
+    FROM files_app_storedfile, LATERAL (SELECT lo_open(file, INV_READ) AS fd) o
+    WHERE uuid = %s [AND public]
+
+The start and length are guessed from the request before the row is known (the first range,
+or the first chunk); when the plan wants another first read — a suffix range past the start,
+a precondition that fails — it reads again. The answer is planned by
+:mod:`files_app.responder`, as in the views, so it carries the same status, headers and
+bytes. Whatever this path does not serve exactly as the view would, it leaves to the view:
+private files (the view checks the user), invalid and expired share links, a missing large
+object, a row whose size is not its object's, subclassed views, methods other than GET and
+HEAD, a Host outside ``ALLOWED_HOSTS``, plain HTTP under ``SECURE_SSL_REDIRECT``.
+
+Under WSGI it runs in :class:`files_app.middleware.FileServingMiddleware`; under ASGI,
+in :class:`files_app.asgi.StreamingASGIHandler` before Django's handler, on the event loop
+with psycopg 3's async pool (:mod:`files_app.alo`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.db import connections, router
+from django.db.models import Field
+from django.dispatch import receiver
+from django.http.request import split_domain_port, validate_host
+from django.urls import NoReverseMatch, Resolver404, get_script_prefix, get_urlconf, resolve
+from django.urls import reverse as url_reverse
+
+from files_app import lo, ranges, responder, streaming
+from files_app.conf import app_settings
+from files_app.responder import Plan, Segment
+
+__all__ = [
+    "Answer",
+    "Target",
+    "aserve",
+    "find_target",
+    "first_read_guess",
+    "host_allowed",
+    "request_host",
+    "request_is_secure",
+    "serve",
+]
+
+Headers = Callable[[str], str | None]
+CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+_ZERO = uuid.UUID(int=0)
+_LARGEST = 2**62  # offsets past this are past the end of any large object (4 TB)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A file the lean path may serve: whose UUID, and on which terms."""
+
+    uuid: uuid.UUID
+    public_only: bool  # a download URL serves public files; a share link any file
+    cache_control: str
+    using: str
+
+
+@dataclass
+class Answer:
+    """A response: status, headers and a body (bytes, or an iterator of chunks)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: list[bytes] | Iterator[bytes] | AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class _Found:
+    oid: int
+    name: str
+    content_type: str
+    size: int  # as the row says
+    sha256: str
+    updated: datetime
+    actual_size: int  # as the object says
+    offset: int  # where the guessed read started
+    data: bytes
+
+
+@lru_cache(maxsize=16)
+def _prefixes(urlconf: str | None, script_prefix: str) -> tuple[str, ...]:
+    """Return the path_info prefixes of files_app's download and share URLs."""
+    found = []
+    for name, kwargs, marker in (
+        ("files_app:download", {"uuid": _ZERO, "filename": "f"}, str(_ZERO)),
+        ("files_app:share", {"token": "t", "filename": "f"}, "t/f"),
+    ):
+        try:
+            url = url_reverse(name, kwargs=kwargs, urlconf=urlconf)
+        except NoReverseMatch:
+            continue
+        found.append("/" + url[len(script_prefix) : url.rindex(marker)])
+    return tuple(found)
+
+
+def host_allowed(host: str) -> bool:
+    """Return whether Django would accept ``host`` (``ALLOWED_HOSTS``, as ``get_host()``)."""
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _ = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def request_host(header: Headers, server: str) -> str:
+    """Return the host as ``HttpRequest.get_host()`` reads it, before validation;
+    ``server`` is the server's name and port, for requests without a Host."""
+    if settings.USE_X_FORWARDED_HOST and (forwarded := header("X-Forwarded-Host")):
+        return forwarded
+    return header("Host") or server
+
+
+def request_is_secure(header: Headers, scheme: str) -> bool:
+    """Return whether the request came over HTTPS, as ``HttpRequest.is_secure()`` says."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        meta_name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        value = header(meta_name.removeprefix("HTTP_").replace("_", "-"))
+        if value is not None:
+            return bool(value.split(",", 1)[0].strip() == secure_value)
+    return scheme == "https"
+
+
+@lru_cache(maxsize=4096)
+def _route(urlconf: str | None, path_info: str) -> tuple[str, str] | None:
+    """Return ("download", uuid) or ("share", token) if files_app's own view (as is, not
+    a subclass or an ``as_view(...)`` with attributes) answers ``path_info``.
+
+    Cached: players and download managers ask for the same URL again and again.
+    """
+    from files_app.views import SharedFileView, StoredFileView
+
+    try:
+        match = resolve(path_info, urlconf)
+    except Resolver404:
+        return None
+    if getattr(match.func, "view_initkwargs", None):
+        return None  # as_view(...) changed the view's attributes: the view answers
+    view_class = getattr(match.func, "view_class", None)
+    if view_class is StoredFileView:
+        return "download", str(match.kwargs["uuid"])
+    if view_class is SharedFileView:
+        return "share", str(match.kwargs["token"])
+    return None
+
+
+@receiver(setting_changed)
+def _forget_routes(*, setting: str, **kwargs: Any) -> None:
+    # Tests change settings; a server never does.
+    _database.cache_clear()
+    if setting == "ROOT_URLCONF":
+        _route.cache_clear()
+        _prefixes.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _database() -> str | None:
+    """Return the alias of StoredFile's rows if its large objects are there too."""
+    from files_app.models import StoredFile
+    from files_app.storage import LargeObjectStorage
+
+    storage = StoredFile._meta.get_field("file").storage
+    using = router.db_for_read(StoredFile)
+    if not isinstance(storage, LargeObjectStorage) or storage.using != using:
+        return None  # the row and the object are not in one database: one query cannot
+    return using
+
+
+def find_target(path_info: str, host: str | None, secure: bool) -> Target | None:
+    """Return what the lean path would serve at ``path_info``, or None to leave it to Django.
+
+    ``host`` is the request's host as ``HttpRequest.get_host()`` would read it (None if
+    Django rejected it), ``secure`` whether the request came over HTTPS.
+    """
+    from files_app.sharing import LinkState, read_share_token
+    from files_app.views import SharedFileView, StoredFileView
+
+    urlconf = get_urlconf() or settings.ROOT_URLCONF
+    prefixes = _prefixes(urlconf, get_script_prefix())
+    if not prefixes or not path_info.startswith(prefixes):
+        return None
+    if settings.SECURE_SSL_REDIRECT and not secure:
+        return None  # SecurityMiddleware redirects
+    if host is None or not host_allowed(host):
+        return None  # Django answers 400
+    route = _route(urlconf, path_info)
+    using = _database()
+    if route is None or using is None:
+        return None
+    kind, key = route
+    if kind == "download":
+        return Target(uuid.UUID(key), True, StoredFileView.public_cache_control, using)
+    state, file_uuid = read_share_token(key)
+    if state is LinkState.VALID and file_uuid is not None:
+        return Target(file_uuid, False, SharedFileView.cache_control or "", using)
+    return None
+
+
+def first_read_guess(method: str, header: Headers, chunk: int) -> tuple[int, int]:
+    """Guess the first read of the answer before the file is known: ``(start, length)``.
+
+    A negative start counts from the end (a suffix range). A request that is likely to be
+    answered without a body (HEAD, or a conditional request) reads nothing.
+    """
+    if method != "GET" or any(header(name) for name in CONDITIONAL):
+        return 0, 0
+    value = header("Range")
+    specs = ranges.parse_range_header(value) if value is not None else None
+    if not specs:
+        return 0, chunk
+    first, last = specs[0]
+    if first is None:
+        assert last is not None
+        if last >= _LARGEST:
+            return 0, chunk  # a suffix longer than any file: all of it
+        return (-last, min(last, chunk)) if last else (0, 0)
+    if first >= _LARGEST:
+        return 0, 0  # past the end of any file
+    if last is None:
+        return first, chunk
+    return first, min(last - first + 1, chunk)
+
+
+@lru_cache(maxsize=4)
+def _lookup_sql(public_only: bool, vendor_quote: Callable[[str], str]) -> str:
+    from files_app.models import StoredFile
+
+    meta = StoredFile._meta
+
+    def column(name: str) -> str:
+        field = meta.get_field(name)
+        assert isinstance(field, Field)
+        return "f." + vendor_quote(field.column)
+
+    file, size = column("file"), column("size")
+    fields = ", ".join(column(name) for name in ("name", "content_type", "sha256", "updated"))
+    where = f"{column('uuid')} = %s::uuid" + (f" AND {column('public')}" if public_only else "")
+    # The descriptor lives in a LATERAL subquery, opened once; lo_open fails for a missing
+    # object (SQLSTATE 42704: the view then answers 404). lo_get reads by offset and needs
+    # no descriptor.
+    return (
+        f"SELECT {file}, {size}, {fields}, lo_lseek64(o.fd, 0, 2), "
+        f"lo_get({file}, CASE WHEN %s::int8 >= 0 THEN %s::int8 "
+        f"ELSE greatest({size} + %s::int8, 0) END, %s::int4), lo_close(o.fd) "
+        f"FROM {vendor_quote(meta.db_table)} f, "
+        f"LATERAL (SELECT lo_open({file}, {lo.INV_READ}) AS fd) o WHERE {where}"
+    )
+
+
+def _params(target: Target, guess: tuple[int, int]) -> tuple[Any, ...]:
+    start, length = guess
+    return (start, start, start, length, str(target.uuid))
+
+
+def _found(row: tuple[Any, ...] | None, guess: tuple[int, int]) -> _Found | None:
+    if row is None:
+        return None
+    oid, size, name, content_type, sha256, updated, actual, data = row[:8]
+    start = guess[0]
+    offset = start if start >= 0 else max(int(size) + start, 0)
+    return _Found(
+        int(oid), name, content_type, int(size), sha256, updated, int(actual), offset, bytes(data)
+    )
+
+
+def _plan(method: str, header: Headers, target: Target, found: _Found) -> Plan:
+    from files_app.models import StoredFile
+
+    info = responder.FileInfo(
+        size=found.size,
+        filename=StoredFile.download_name_for(found.name),
+        content_type=found.content_type or "application/octet-stream",
+        etag=StoredFile.etag_for(found.sha256, found.oid),
+        last_modified=int(found.updated.timestamp()),
+        cache_control=target.cache_control,
+    )
+    return responder.plan_response(method, header, info, max_ranges=app_settings.MAX_RANGES)
+
+
+def _first(plan: Plan, found: _Found, chunk: int) -> tuple[tuple[int, int] | None, bytes | None]:
+    """Return the plan's first read, and its bytes if the guessed read holds them."""
+    first = next(streaming.body_reads(plan.body, chunk), None)
+    if first is None:
+        return None, None
+    offset, length = first
+    if offset == found.offset and length <= len(found.data):
+        return first, found.data[:length]
+    return first, None
+
+
+def _planned(
+    method: str,
+    header: Headers,
+    target: Target,
+    row: tuple[Any, ...] | None,
+    guess: tuple[int, int],
+    chunk: int,
+) -> tuple[_Found, Plan, tuple[int, int], bytes | None] | Answer | None:
+    """Plan the answer from the lookup's row: None to leave it to the view, an Answer
+    without reads, or what to stream: the file, the plan, its first read and the bytes of
+    that read if the guess holds them."""
+    found = _found(row, guess)
+    if found is None or found.actual_size != found.size:
+        return None  # no such public file, or a row untrue to its object: the view says
+    plan = _plan(method, header, target, found)
+    first, data = _first(plan, found, chunk)
+    if first is None:
+        return Answer(plan.status, plan.headers, _literal(plan.body))
+    return found, plan, first, data
+
+
+def _literal(segments: Iterable[Segment]) -> list[bytes]:
+    return [segment for segment in segments if isinstance(segment, bytes)]
+
+
+def serve(method: str, header: Headers, target: Target, *, asgi: bool = False) -> Answer | None:
+    """Answer a GET or HEAD for ``target`` through Django's connection; None: not here.
+
+    With ``asgi``, the body is an async iterator (for a worker thread under ASGI).
+    """
+    from files_app.storage import LargeObjectIO
+
+    chunk = app_settings.CHUNK_SIZE
+    guess = first_read_guess(method, header, chunk)
+    connection = connections[target.using]
+    try:
+        with lo.cursor(target.using, binary=True, prepare=app_settings.PREPARE) as cursor:
+            cursor.execute(
+                _lookup_sql(target.public_only, connection.ops.quote_name),
+                _params(target, guess),
+            )
+            row = cursor.fetchone()
+    except FileNotFoundError:
+        return None
+    planned = _planned(method, header, target, row, guess, chunk)
+    if planned is None or isinstance(planned, Answer):
+        return planned
+    found, plan, first, data = planned
+    raw = LargeObjectIO(found.oid, target.using, found.size)
+    if data is None:
+        try:
+            data = raw.read_at(*first)
+        except FileNotFoundError:
+            return None
+    stream = raw.astream if asgi else raw.stream
+    return Answer(plan.status, plan.headers, stream(plan.body, chunk, data))
+
+
+async def aserve(method: str, header: Headers, target: Target) -> Answer | None:
+    """:func:`serve` on the event loop: the async pool, and an async body."""
+    from files_app import alo
+
+    chunk = app_settings.CHUNK_SIZE
+    guess = first_read_guess(method, header, chunk)
+    quote = connections[target.using].ops.quote_name
+    try:
+        row = await alo.execute(
+            _lookup_sql(target.public_only, quote), _params(target, guess), target.using
+        )
+    except FileNotFoundError:
+        return None
+    planned = _planned(method, header, target, row, guess, chunk)
+    if planned is None or isinstance(planned, Answer):
+        return planned
+    found, plan, first, data = planned
+    if data is None:
+        try:
+            data = await alo.read(found.oid, *first, target.using)
+        except FileNotFoundError:
+            return None
+
+    def read_pieces(pieces: Iterable[tuple[int, int]]) -> AsyncIterator[bytes]:
+        return alo.read_pieces(found.oid, pieces, target.using)
+
+    return Answer(
+        plan.status, plan.headers, streaming.astream_async(read_pieces, plan.body, chunk, data)
+    )
