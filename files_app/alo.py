@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -154,26 +155,27 @@ async def read(oid: int, offset: int, length: int, using: str) -> bytes:
 
 
 async def read_pieces(
-    oid: int, pieces: Iterable[tuple[int, int]], using: str
+    oid: int, pieces: Iterable[tuple[int, int]], using: str, *, ahead: int = 2
 ) -> AsyncIterator[bytes]:
-    """Yield the bytes of each ``(offset, length)`` piece, the next read already running
-    while the caller sends this one (at most two pieces in memory)."""
+    """Yield the bytes of each ``(offset, length)`` piece, the next ``ahead`` reads already
+    running (each on a connection of its own) while the caller sends this one: at most
+    ``ahead + 1`` pieces in memory."""
     pending = iter(pieces)
-    upcoming = next(pending, None)
-    task: asyncio.Task[bytes] | None = None
-    if upcoming is not None:
-        task = asyncio.ensure_future(read(oid, *upcoming, using))
+    inflight: deque[asyncio.Task[bytes]] = deque()
+
+    def start() -> None:
+        while len(inflight) < ahead and (upcoming := next(pending, None)) is not None:
+            inflight.append(asyncio.ensure_future(read(oid, *upcoming, using)))
+
+    start()
     try:
-        while task is not None:
-            data = await task
-            task = None
-            upcoming = next(pending, None)
-            if upcoming is not None:
-                task = asyncio.ensure_future(read(oid, *upcoming, using))
+        while inflight:
+            data = await inflight.popleft()
+            start()
             yield data
     finally:
-        if task is not None:
-            # Let the read in flight finish (one chunk) rather than cancel it mid-query,
-            # which would leave its connection unusable.
+        for task in inflight:
+            # Let reads in flight finish (a chunk each) rather than cancel them mid-query,
+            # which would leave their connections unusable.
             with suppress(Exception):  # the body is being abandoned anyway
                 await task
