@@ -20,6 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
+from functools import cache
 from typing import Any
 
 from django.db import connections
@@ -39,6 +40,7 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
 )
 
 
+@cache
 def available() -> bool:
     """Return whether Django uses psycopg 3 and psycopg-pool is installed."""
     from django.db.backends.postgresql.psycopg_any import (  # type: ignore[import-untyped]

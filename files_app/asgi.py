@@ -134,11 +134,14 @@ class StreamingASGIHandler(ASGIHandler):
 
         On with :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``.
         """
-        from files_app import serving
+        from files_app import alo, serving
         from files_app.middleware import RETRY_AFTER, aserve, unavailable
 
         method = scope.get("method", "")
-        if method not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD") or not alo.available():
+            # Without the async pool (psycopg2, or no psycopg-pool), the middleware serves
+            # the lean path inside Django's handler, whose request signals look after the
+            # worker thread's database connection.
             return False
         script_name = get_script_prefix(scope)
         set_script_prefix(script_name)
