@@ -97,7 +97,10 @@ async def astream(
                 data: bytes | None = first
             else:
                 pending = pending or asyncio.ensure_future(step(rest))
-                data, pending = await pending, None
+                # Shielded: if the response is cancelled (the client left), the read in
+                # its thread still completes, and the generator is closed below.
+                data = await asyncio.shield(pending)
+                pending = None
             done += 1
             if done < total:
                 pending = asyncio.ensure_future(step(rest))
@@ -106,10 +109,20 @@ async def astream(
         if pending is not None:
             with suppress(Exception):
                 await pending
-        if inspect.getgeneratorstate(rest) == inspect.GEN_SUSPENDED:
-            await sync_to_async(rest.close, thread_sensitive=True)()
-        else:
-            rest.close()
+        await _close(rest)
+
+
+async def _close(rest: Generator[bytes, None, None]) -> None:
+    """Close the reads' generator (and so its pipeline) in the request's thread, or here
+    when that thread is gone; never leave it to the garbage collector, which may tear the
+    database connection's objects down first."""
+    if inspect.getgeneratorstate(rest) != inspect.GEN_SUSPENDED:
+        rest.close()
+        return
+    try:
+        await sync_to_async(rest.close, thread_sensitive=True)()
+    except RuntimeError:  # no executor any more: the request is over
+        rest.close()
 
 
 async def astream_async(
