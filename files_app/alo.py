@@ -26,12 +26,11 @@ from typing import Any
 from django.db import connections
 from django.db import utils as db_utils
 
+from files_app import lo
 from files_app.conf import app_settings
 
 __all__ = ["available", "close_pools", "connection", "execute", "read_pieces"]
 
-READ_SQL = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"
-UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
 
 # One pool per event loop and alias: a pool's locks and workers belong to the loop that
 # opened it.
@@ -107,7 +106,7 @@ def _django_error(exc: Exception) -> Exception:
     """Return the django.db exception for a psycopg one, as Django's cursors raise it."""
     import psycopg
 
-    if getattr(exc, "sqlstate", None) == UNDEFINED_OBJECT:
+    if getattr(exc, "sqlstate", None) == lo.UNDEFINED_OBJECT:
         return FileNotFoundError(str(exc).strip())
     for name in (
         "DataError",
@@ -151,7 +150,7 @@ async def execute(sql: str, params: tuple[Any, ...], using: str) -> tuple[Any, .
 
 async def read(oid: int, offset: int, length: int, using: str) -> bytes:
     """Return up to ``length`` bytes of the large object from ``offset``."""
-    row = await execute(READ_SQL, (oid, offset, length), using)
+    row = await execute(lo.READ_SQL, (oid, offset, length), using)
     assert row is not None
     return bytes(row[0])
 

@@ -22,6 +22,8 @@ from files_app import pipeline
 
 __all__ = [
     "OWNER_TAG",
+    "READ_SQL",
+    "UNDEFINED_OBJECT",
     "Writer",
     "create",
     "created_at",
@@ -40,6 +42,7 @@ __all__ = [
 OWNER_TAG = "files_app"
 INV_READ = 0x40000
 UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
+READ_SQL = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"  # one read by offset
 
 
 def _check_vendor(using: str) -> Any:
@@ -158,7 +161,7 @@ def _write_psycopg2(connection: Any, oid: int, offset: int, data: bytes | memory
 def read(oid: int, offset: int, length: int, using: str) -> bytes:
     """Return up to ``length`` bytes of the large object from ``offset``."""
     with cursor(using, binary=True) as cur:
-        cur.execute("SELECT lo_get(%s::oid, %s::int8, %s::int4)", (oid, offset, length))
+        cur.execute(READ_SQL, (oid, offset, length))
         return bytes(cur.fetchone()[0])
 
 
@@ -195,7 +198,7 @@ def read_pieces(
         for offset, length in itertools.chain([first], pending):
             yield read(oid, offset, length, using)
         return
-    sql = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"
+    sql = READ_SQL
     inflight: deque[Any] = deque()
     upcoming: tuple[int, int] | None = first
     with (
