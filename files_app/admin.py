@@ -12,14 +12,17 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminFileWidget
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet, Sum
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
+from files_app import catalogue
 from files_app.csrf import reject_before_body
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
@@ -99,6 +102,38 @@ class StoredFileAddForm(forms.ModelForm):  # type: ignore[type-arg]
         return files[0]
 
 
+class CataloguePaginator(Paginator):  # type: ignore[type-arg]
+    """Counts a selection exactly when it is small and estimates it when it is large.
+
+    ``totals`` (files and bytes) is computed once per page by :func:`catalogue.totals`, and
+    ``count`` is its number of files: at a million stored files, an exact ``COUNT`` and
+    ``SUM`` would cost more than the rest of the page.
+    """
+
+    @cached_property
+    def totals(self) -> catalogue.Totals:
+        return catalogue.totals(self.object_list)  # type: ignore[arg-type]
+
+    @cached_property
+    def count(self) -> int:
+        return self.totals.files
+
+
+class IndexedValuesFilter(admin.AllValuesFieldListFilter):
+    """``AllValuesFieldListFilter`` that finds the values with one index probe per value.
+
+    Django's filter runs ``SELECT DISTINCT`` over the whole table; this one needs an index
+    on the column and costs the same at a thousand rows as at a million.
+    """
+
+    def __init__(self, field: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        super().__init__(field, request, *args, **kwargs)
+        model_admin = args[2]
+        self.lookup_choices = catalogue.distinct_values(  # type: ignore[assignment]
+            field.model, field.name, using=model_admin.get_queryset(request).db
+        )
+
+
 class ShareActionForm(ActionForm):
     expires_in = forms.ChoiceField(
         choices=SHARE_EXPIRY_CHOICES, initial="86400", required=False, label="Share link for"
@@ -118,9 +153,13 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "created",
         "download_link",
     ]
-    list_filter = ["public", "content_type", "created"]
+    list_filter = ["public", ("content_type", IndexedValuesFilter), "created"]
     search_fields = ["name"]
-    date_hierarchy = "created"
+    # The change list costs the same at a million files as at a thousand (bench/catalogue.py):
+    # no count of the whole table, and no date hierarchy (its SELECT DISTINCT reads every
+    # row of the selection; the "created" filter browses by date without a query).
+    paginator = CataloguePaginator
+    show_full_result_count = False
     list_select_related = ["owner"]
     readonly_fields = [
         "preview",
@@ -241,11 +280,13 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         response = super().changelist_view(request, extra_context)
         if isinstance(response, TemplateResponse) and response.context_data:
             changelist = response.context_data.get("cl")
-            if changelist is not None:
-                totals = changelist.queryset.aggregate(files=Count("pk"), bytes=Sum("size"))
+            paginator = getattr(changelist, "paginator", None)
+            if isinstance(paginator, CataloguePaginator):
+                totals = paginator.totals
                 response.context_data["totals"] = {
-                    "files": totals["files"],
-                    "bytes": filesizeformat(totals["bytes"] or 0),
+                    "files": totals.files,
+                    "bytes": filesizeformat(totals.bytes),
+                    "estimated": totals.estimated,
                 }
         return response
 

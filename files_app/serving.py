@@ -25,6 +25,7 @@ with psycopg 3's async pool (:mod:`files_app.alo`).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -385,10 +386,7 @@ async def aserve(method: str, header: Headers, target: Target) -> Answer | None:
             data = await alo.read(found.oid, *first, target.using)
         except FileNotFoundError:
             return None
-
-    def read_pieces(pieces: Iterable[tuple[int, int]]) -> AsyncIterator[bytes]:
-        return alo.read_pieces(found.oid, pieces, target.using)
-
+    reads = functools.partial(alo.read_pieces, found.oid, using=target.using)
     return Answer(
-        plan.status, plan.headers, streaming.astream_async(read_pieces, plan.body, chunk, data)
+        plan.status, plan.headers, streaming.astream_async(reads, plan.body, chunk, data)
     )

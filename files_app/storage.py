@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import posixpath
@@ -13,7 +14,7 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import connections, transaction
 from django.urls import reverse
 from django.utils.deconstruct import deconstructible
 from django.utils.encoding import filepath_to_uri
@@ -150,7 +151,18 @@ class LargeObjectIO(io.RawIOBase):
     def astream(
         self, segments: Sequence[Segment], chunk: int, first: bytes
     ) -> AsyncIterator[bytes]:
-        """:meth:`stream` for ASGI: an async iterator, no thread hand-off for the sends."""
+        """:meth:`stream` for ASGI, an async iterator.
+
+        With psycopg 3 and psycopg-pool, the reads run on the event loop through
+        :mod:`files_app.alo`'s pool: no thread at all. Otherwise (psycopg2, or inside a
+        transaction, whose uncommitted objects only its own connection sees) each read is
+        handed to the request's thread.
+        """
+        from files_app import alo
+
+        if alo.available() and not connections[self.using].in_atomic_block:
+            reads = functools.partial(alo.read_pieces, self.oid, using=self.using)
+            return streaming.astream_async(reads, segments, chunk, first)
         return streaming.astream(self.read_pieces, segments, chunk, first)
 
     def readinto(self, buffer: Any) -> int:

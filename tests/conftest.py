@@ -12,7 +12,6 @@ from django.conf import settings
 from django.db import connection
 
 from files_app import lo, maintenance
-from files_app.references import reference_columns
 
 if TYPE_CHECKING:
     from files_app.models import StoredFile
@@ -79,10 +78,7 @@ def _report_driver(django_db_setup: None, django_db_blocker: pytest.FixtureReque
 
 
 def _unreferenced() -> list[int]:
-    oid_columns, name_columns = reference_columns("default")
-    return maintenance.sweep_candidates(
-        "default", grace=-60, oid_columns=oid_columns, name_columns=name_columns, limit=100_000
-    )
+    return [oid for found in maintenance.unreferenced("default", grace=-60) for oid in found]
 
 
 @pytest.fixture(autouse=True)

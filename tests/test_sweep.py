@@ -11,7 +11,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from files_app import lo
+from files_app import lo, maintenance
 from files_app.models import StoredFile
 from tests.testapp.models import Document, Photo
 
@@ -110,6 +110,35 @@ def test_works_in_bounded_batches() -> None:
     call_command("files_sweep", "--grace", "0", "--batch-size", "3", "-v", "2", stdout=out)
     assert out.getvalue().count("Freed ") == 3  # 3 + 3 + 1
     assert not any(lo.exists(oid, "default") for oid in orphans)
+
+
+def test_each_query_looks_at_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cost of a query must not grow with the catalogue (bench/catalogue.py measures it
+    # at a million files): every query looks at the next WINDOW objects only.
+    monkeypatch.setattr(maintenance, "WINDOW", 2)
+    orphans = [_orphan() for _ in range(2)]
+    kept = StoredFile(file=ContentFile(b"kept", name="kept.txt"))
+    kept.save()
+    orphans += [_orphan() for _ in range(3)]
+
+    found = list(maintenance.unreferenced("default", grace=0))
+
+    assert found and all(1 <= len(batch) <= 2 for batch in found)
+    flat = [oid for batch in found for oid in batch]
+    assert flat == sorted(flat) and set(orphans) <= set(flat)
+    assert kept.file.oid not in flat
+    assert "freed 5." in _sweep("--grace", "0")
+    assert lo.exists(kept.file.oid, "default")
+    kept.delete()
+
+
+def test_free_skips_objects_gone_meanwhile() -> None:
+    gone, there = _orphan(b"gone"), _orphan(b"there!")
+    lo.unlink(gone, "default")
+    assert maintenance.free([gone, there], "default", dry_run=True) == (0, 6)
+    assert lo.exists(there, "default")
+    assert maintenance.free([gone, there], "default") == (1, 6)
+    assert not lo.exists(there, "default")
 
 
 @pytest.mark.parametrize(

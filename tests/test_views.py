@@ -12,6 +12,7 @@ import string
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 from urllib.parse import unquote
 
 import pytest
@@ -27,7 +28,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from files_app import lo
+from files_app import alo, lo
 from files_app.models import StoredFile
 from files_app.views import StoredFileView
 from tests.rangecases import (
@@ -90,14 +91,17 @@ def _get(method: str, path: str, headers: dict[str, str], *, asgi: bool) -> Any:
         return response.status_code, Headers(response.headers.items()), _body(response)
 
     async def fetch() -> tuple[int, Headers, bytes]:
-        response = await AsyncClient().generic(method, path, headers=headers)
-        if not isinstance(response, StreamingHttpResponse):
-            body = bytes(response.content)
-        elif hasattr(response.streaming_content, "__aiter__"):
-            body = b"".join([chunk async for chunk in response.streaming_content])
-        else:  # the client replaces a HEAD body with a plain list
-            body = b"".join(response.streaming_content)
-        return response.status_code, Headers(response.headers.items()), body
+        try:
+            response = await AsyncClient().generic(method, path, headers=headers)
+            if not isinstance(response, StreamingHttpResponse):
+                body = bytes(response.content)
+            elif hasattr(response.streaming_content, "__aiter__"):
+                body = b"".join([chunk async for chunk in response.streaming_content])
+            else:  # the client replaces a HEAD body with a plain list
+                body = b"".join(response.streaming_content)
+            return response.status_code, Headers(response.headers.items()), body
+        finally:
+            await alo.close_pools()  # the body's reads used this event loop's pool
 
     return async_to_sync(fetch)()
 
@@ -521,11 +525,39 @@ def test_asgi_body_is_an_async_iterator(store: Callable[..., StoredFile]) -> Non
         response = await AsyncClient().get(url, headers={"Range": "bytes=0-99,5000-5099"})
         assert isinstance(response, StreamingHttpResponse)
         body = b"".join([chunk async for chunk in response])
+        await alo.close_pools()
         return response.is_async, body
 
     is_async, body = async_to_sync(fetch)()
     assert is_async
     assert len(body) > 200
+
+
+def test_asgi_body_reads_on_the_event_loop(
+    store: Callable[..., StoredFile], settings: SettingsWrapper, driver: str
+) -> None:
+    # Issue 13: with psycopg 3 the views' body reads go through the async pool, no read is
+    # handed to a thread; with psycopg2 (no async pool) they are.
+    settings.FILES_APP_CHUNK_SIZE = 1000
+    data = content(10000)
+    url = store(data, "data.bin").get_absolute_url()
+    in_threads = []
+    sync_reads = lo.read_pieces
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        in_threads.append(args)
+        return sync_reads(*args, **kwargs)
+
+    async def fetch() -> bytes:
+        try:
+            response = await AsyncClient().get(url)
+            return b"".join([chunk async for chunk in response])
+        finally:
+            await alo.close_pools()
+
+    with mock.patch.object(lo, "read_pieces", counted):
+        assert async_to_sync(fetch)() == data
+    assert len(in_threads) == (0 if driver == "psycopg" else 1)
 
 
 def test_body_is_read_only_when_iterated(

@@ -12,9 +12,6 @@ from files_app import maintenance
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import format_size
-from files_app.references import reference_columns
-
-PAGE_SIZE = 1000
 
 
 class Command(BaseCommand):
@@ -73,21 +70,7 @@ class Command(BaseCommand):
 
     def count_unreferenced(self, using: str) -> int:
         """Count files_app's large objects that nothing references, whatever their age."""
-        oid_columns, name_columns = reference_columns(using)
-        found = after = 0
-        while True:
-            page = maintenance.sweep_candidates(
-                using,
-                grace=0,
-                oid_columns=oid_columns,
-                name_columns=name_columns,
-                after=after,
-                limit=PAGE_SIZE,
-            )
-            found += len(page)
-            if len(page) < PAGE_SIZE:
-                return found
-            after = page[-1]
+        return sum(len(found) for found in maintenance.unreferenced(using, grace=0))
 
     def render(self, stats: dict[str, Any]) -> str:
         """Return the figures as text for people."""

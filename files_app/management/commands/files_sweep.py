@@ -9,7 +9,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from files_app import maintenance
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
-from files_app.references import reference_columns
 
 # More unlinks than this in one transaction can exhaust the lock table (docs/design.md,
 # "Large objects").
@@ -63,29 +62,17 @@ class Command(BaseCommand):
             drained = maintenance.drain(using, batch=min(batch_size, maintenance.BATCH))
             if drained:
                 self.stdout.write(f"Freed {drained} large object(s) queued by deletes.")
-        oid_columns, name_columns = reference_columns(using)
-
         found = freed = total_bytes = 0
-        after = 0
-        while True:
-            batch = maintenance.sweep_candidates(
-                using,
-                grace=grace,
-                oid_columns=oid_columns,
-                name_columns=name_columns,
-                after=after,
-                limit=batch_size,
-            )
-            if not batch:
-                break
-            after = batch[-1]
-            found += len(batch)
-            freed_now, size = maintenance.free(batch, using, dry_run=dry_run)
-            freed += freed_now
-            total_bytes += size
-            if options["verbosity"] >= 2:
-                verb = "Would free" if dry_run else "Freed"
-                self.stdout.write(f"{verb} {len(batch)} objects: {batch[0]}..{batch[-1]}")
+        for candidates in maintenance.unreferenced(using, grace=grace):
+            for start in range(0, len(candidates), batch_size):
+                batch = candidates[start : start + batch_size]
+                found += len(batch)
+                freed_now, size = maintenance.free(batch, using, dry_run=dry_run)
+                freed += freed_now
+                total_bytes += size
+                if options["verbosity"] >= 2:
+                    verb = "Would free" if dry_run else "Freed"
+                    self.stdout.write(f"{verb} {len(batch)} objects: {batch[0]}..{batch[-1]}")
         if dry_run:
             self.stdout.write(
                 f"Found {found} unreferenced large object(s), {total_bytes} bytes; "
