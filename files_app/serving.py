@@ -36,7 +36,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connections, router
-from django.db.models import Field
+from django.db.models import Field, Model
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.urls import NoReverseMatch, Resolver404, get_script_prefix, get_urlconf, resolve
@@ -239,20 +239,25 @@ def first_read_guess(method: str, header: Headers, chunk: int) -> tuple[int, int
     return first, min(last - first + 1, chunk)
 
 
+def column(model: type[Model], name: str, vendor_quote: Callable[[str], str]) -> str:
+    """Return the quoted column of ``model``'s field ``name``."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field) and field.column, name
+    return vendor_quote(field.column)
+
+
 @lru_cache(maxsize=4)
 def _lookup_sql(public_only: bool, vendor_quote: Callable[[str], str]) -> str:
     from files_app.models import StoredFile
 
     meta = StoredFile._meta
 
-    def column(name: str) -> str:
-        field = meta.get_field(name)
-        assert isinstance(field, Field)
-        return "f." + vendor_quote(field.column)
+    def col(name: str) -> str:
+        return "f." + column(StoredFile, name, vendor_quote)
 
-    file, size = column("file"), column("size")
-    fields = ", ".join(column(name) for name in ("name", "content_type", "sha256", "updated"))
-    where = f"{column('uuid')} = %s::uuid" + (f" AND {column('public')}" if public_only else "")
+    file, size = col("file"), col("size")
+    fields = ", ".join(col(name) for name in ("name", "content_type", "sha256", "updated"))
+    where = f"{col('uuid')} = %s::uuid" + (f" AND {col('public')}" if public_only else "")
     # The descriptor lives in a LATERAL subquery, opened once; lo_open fails for a missing
     # object (SQLSTATE 42704: the view then answers 404). lo_get reads by offset and needs
     # no descriptor.

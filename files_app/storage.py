@@ -80,6 +80,13 @@ class LargeObjectIO(io.RawIOBase):
         self._size = size
         self._size_checked = False
         self._pos = 0
+        self._actual: int | None = None  # the object's size, read by the row's query
+        self._first: tuple[int, bytes] | None = None  # a read made by that query
+
+    def prefetched(self, actual: int, offset: int, data: bytes) -> None:
+        """Take the object's size and a read at ``offset`` made with the row's query (the
+        views' one round trip): :meth:`read_first` and :meth:`check_size` use them."""
+        self._actual, self._first = actual, (offset, data)
 
     @property
     def size(self) -> int:
@@ -90,6 +97,13 @@ class LargeObjectIO(io.RawIOBase):
 
     def read_first(self, offset: int, length: int) -> bytes:
         """Return :meth:`read_at`; in the same query, check the size (SizeMismatch)."""
+        first, self._first = self._first, None
+        if first is not None and first[0] == offset:
+            self.check_size()
+            data = first[1][:length]
+            if len(data) < length and offset + len(data) < self.size:  # read the rest
+                data += self.read_at(offset + len(data), length - len(data))
+            return data
         if self._size_checked or self._size is None:
             return self.read_at(offset, length)
         data, actual = lo.read_with_size(self.oid, offset, min(length, 2**31 - 1), self.using)
@@ -99,7 +113,8 @@ class LargeObjectIO(io.RawIOBase):
     def check_size(self) -> None:
         """Raise SizeMismatch if the object's size is not the one given."""
         if not self._size_checked and self._size is not None:
-            self._check(lo.size(self.oid, self.using))
+            actual = self._actual
+            self._check(lo.size(self.oid, self.using) if actual is None else actual)
 
     def _check(self, actual: int) -> None:
         self._size_checked = True

@@ -9,7 +9,9 @@ from typing import Any
 
 from django.core.files.storage import Storage
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.db.models import Model, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import (
     Http404,
     HttpRequest,
@@ -22,9 +24,10 @@ from django.shortcuts import get_object_or_404
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import mediatypes, responder, streaming
+from files_app import mediatypes, responder, serving, streaming
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
+from files_app.lo import INV_READ
 from files_app.models import StoredFile
 from files_app.responder import Segment, content_disposition
 from files_app.sharing import LinkState, read_share_token
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("files_app")
+
+# At most this much of a body is read with the row (hex-encoded: the ORM's results are
+# text); a larger first read gets its rest in a query of its own.
+PREFETCH = 256 * 1024
 
 
 class LargeObjectResponse(StreamingHttpResponse):
@@ -88,6 +95,10 @@ class LargeObjectView(View):
         if set(methods) <= {"get", "head", "options", "trace"}:
             view = csrf_exempt(view)
         return view
+
+    def chunk(self) -> int:
+        """Return the bytes read from the database per query while streaming."""
+        return self.chunk_size or app_settings.CHUNK_SIZE
 
     def get_object(self) -> Any:
         """Return the object whose file is served; raise Http404 if there is none."""
@@ -193,7 +204,7 @@ class LargeObjectView(View):
     ) -> LargeObjectResponse:
         raw = self.file.raw
         self.file.close()  # reads go by offset; no descriptor or cursor stays open
-        chunk = self.chunk_size or app_settings.CHUNK_SIZE
+        chunk = self.chunk()
         first = next(body_reads(segments, chunk), None)
         try:
             # The first read happens now, so that a missing object is a 404, not a
@@ -258,7 +269,42 @@ class StoredFileView(LargeObjectView):
         return queryset.filter(visible)
 
     def get_object(self) -> StoredFile:
-        return get_object_or_404(self.get_queryset(), uuid=self.kwargs["uuid"])
+        return get_object_or_404(
+            self.with_first_read(self.get_queryset()), uuid=self.kwargs["uuid"]
+        )
+
+    def with_first_read(self, queryset: QuerySet[StoredFile]) -> QuerySet[StoredFile]:
+        """Return ``queryset`` annotated with its object's size and the answer's likely first
+        read: the row, the check of its size and the first bytes are one query.
+
+        The read is guessed from the request before the file is known (as the lean path
+        does); a wrong guess costs another read, not a wrong answer.
+        """
+        start, length = self._guess = serving.first_read_guess(
+            str(self.request.method), self.request.headers.get, self.chunk()
+        )
+        qn = connections[queryset.db].ops.quote_name
+        table = qn(self.model._meta.db_table)
+        file, size = (
+            f"{table}.{serving.column(self.model, name, qn)}" for name in ("file", "size")
+        )
+        # A missing object reads as NULL (lo_open would raise, and abort a transaction).
+        exists = (
+            f"EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {file})"
+        )
+        return queryset.annotate(
+            files_app_actual_size=RawSQL(
+                f"CASE WHEN {exists} THEN (SELECT x.size FROM (SELECT "
+                f"pg_catalog.lo_lseek64(o.fd, 0, 2) AS size, pg_catalog.lo_close(o.fd) FROM "
+                f"(SELECT pg_catalog.lo_open({file}, {INV_READ}) AS fd) o) x) END",
+                [],
+            ),
+            files_app_first_read=RawSQL(
+                f"CASE WHEN {exists} THEN pg_catalog.lo_get({file}, CASE WHEN %s::int8 >= 0 "
+                f"THEN %s::int8 ELSE greatest({size} + %s::int8, 0) END, %s::int4) END",
+                [start, start, start, min(length, PREFETCH)],
+            ),
+        )
 
     def get_file(self) -> LargeObjectFile:
         file = self.object.file
@@ -267,8 +313,16 @@ class StoredFileView(LargeObjectView):
         if oid is None or not isinstance(storage, LargeObjectStorage):
             raise FileNotFoundError(f"{self.object!r} has no file.")
         # The row knows the size: no query for it. Whether the object still exists shows
-        # when the response reads it (see _stream).
-        return LargeObjectFile(str(file.name), oid, storage, size=self.object.size)
+        # when the response reads it (see _stream), or in the row's query.
+        found = LargeObjectFile(str(file.name), oid, storage, size=self.object.size)
+        if hasattr(self.object, "files_app_first_read"):
+            actual = getattr(self.object, "files_app_actual_size")  # noqa: B009 (annotated)
+            if actual is None:
+                raise FileNotFoundError(f"Large object {oid} does not exist.")
+            start = self._guess[0]  # a suffix counts from the end the row gives
+            offset = start if start >= 0 else max(self.object.size + start, 0)
+            found.raw.prefetched(int(actual), offset, bytes(self.object.files_app_first_read))
+        return found
 
     def get_filename(self) -> str:
         return str(self.object.download_name)
@@ -305,7 +359,9 @@ class SharedFileView(StoredFileView):
             raise LinkExpired()
         if state is not LinkState.VALID:
             raise Http404("Invalid share link.")
-        return get_object_or_404(self.model._default_manager.all(), uuid=file_uuid)
+        return get_object_or_404(
+            self.with_first_read(self.model._default_manager.all()), uuid=file_uuid
+        )
 
     def get_cache_control(self) -> str | None:
         return self.cache_control  # a link's holder is not the public, even for public files

@@ -20,8 +20,10 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import connection, transaction
 from django.http import HttpResponseBase, StreamingHttpResponse
 from django.test import AsyncClient, Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -551,6 +553,7 @@ def test_asgi_body_reads_on_the_event_loop(
     async def fetch() -> bytes:
         try:
             response = await AsyncClient().get(url)
+            assert isinstance(response, StreamingHttpResponse)
             return b"".join([chunk async for chunk in response])
         finally:
             await alo.close_pools()
@@ -600,3 +603,51 @@ def test_if_range_with_the_old_date_after_a_replacement_sends_the_whole_new_file
     assert resumed.status_code == 200
     assert b"".join(resumed.streaming_content) == b"new" * 1000  # type: ignore[attr-defined]
     stored.delete()
+
+
+@pytest.mark.parametrize(
+    ("range_header", "expected"),
+    [
+        ("bytes=100-199", slice(100, 200)),  # a range: the first read is the whole answer
+        ("bytes=-50", slice(-50, None)),  # a suffix, resolved in SQL from the row's size
+        (None, slice(None)),  # a small file, whole
+    ],
+)
+def test_a_private_file_costs_one_query_for_the_row_and_its_bytes(
+    admin_user: User, range_header: str | None, expected: slice
+) -> None:
+    # Issue 13: get_object() reads the object's size and the first bytes with the row.
+    data = content(5000)
+    stored = StoredFile(file=ContentFile(data, name="p.bin"), public=False)
+    stored.save()
+    client = Client()
+    client.force_login(admin_user)
+    headers = {"range": range_header} if range_header else {}
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(stored.get_absolute_url(), headers=headers)
+        body = _body(response)
+    assert body == data[expected]
+    file_queries = [q["sql"] for q in queries if "lo_" in q["sql"] or "storedfile" in q["sql"]]
+    assert len(file_queries) == 1, file_queries
+    stored.delete()
+
+
+def test_a_first_read_guessed_wrong_is_read_again(store: Callable[..., StoredFile]) -> None:
+    data = content(5000)
+    url = store(data, "d.bin").get_absolute_url()
+    # The guess is the first range asked for, which is past the end: the answer is the
+    # second, read after the row.
+    response = Client().get(url, headers={"range": "bytes=9000-9100,10-19"})
+    assert response.status_code == 206
+    assert _body(response) == data[10:20]
+
+
+def test_a_missing_object_is_404_without_aborting_the_transaction(
+    store: Callable[..., StoredFile],
+) -> None:
+    stored = store(content(100), "gone.bin")
+    assert stored.file.oid is not None
+    lo.unlink(stored.file.oid, "default")
+    with transaction.atomic():
+        assert Client().get(stored.get_absolute_url()).status_code == 404
+        assert StoredFile.objects.filter(pk=stored.pk).exists()  # still usable
