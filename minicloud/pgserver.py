@@ -33,6 +33,7 @@ __all__ = [
     "find_bindir",
     "project_server",
     "temporary_server",
+    "unprivileged",
 ]
 
 CLONE_NEWUSER = 0x10000000
@@ -105,6 +106,13 @@ def _demotion(bindir: Path) -> Callable[[], None] | None:
         else:
             _demotion_cache[bindir] = _enter_user_namespace
     return _demotion_cache[bindir]
+
+
+def unprivileged() -> Callable[[], None] | None:
+    """Return the pre-exec function under which PostgreSQL's binaries run as root (a user
+    namespace, or the ``nobody`` account), or None when not root. Other servers that refuse
+    to run as root (PgBouncer) can run under it too."""
+    return _demotion(find_bindir())
 
 
 def _free_port() -> int:

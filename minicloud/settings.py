@@ -8,6 +8,7 @@ these settings starts nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -152,6 +153,17 @@ if os.environ.get("MINICLOUD_DB_POOL", "1") != "0" and _pool_available():
         "timeout": float(os.environ.get("MINICLOUD_DB_POOL_TIMEOUT", "5")),
         "reconnect_timeout": 5.0,
     }
+
+# Behind PgBouncer in transaction mode (MINICLOUD_PGBOUNCER=1), a session's state does not
+# outlive its transaction: no server-side cursors (Django), no prepared statements
+# (psycopg 3's automatic ones, and files_app's lean path: PgBouncer 1.22+ with libpq 17+
+# could keep them). Everything else of files_app works unchanged (tests/reliability/
+# test_pgbouncer.py); README, "Scaling out".
+if _flag("MINICLOUD_PGBOUNCER", default=False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    if importlib.util.find_spec("psycopg") is not None:  # Django's driver then
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+    FILES_APP_PREPARE = False
 
 STORAGES = {
     "default": {"BACKEND": "files_app.storage.LargeObjectStorage"},

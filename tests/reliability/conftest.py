@@ -133,13 +133,15 @@ class OwnDatabase:
         ]
 
 
-def manage(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run a minicloud management command against ``url``."""
-    env = {**os.environ, **MINICLOUD_ENV, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+def manage(
+    url: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a minicloud management command against ``url`` (with more ``env`` if given)."""
+    environment = {**os.environ, **MINICLOUD_ENV, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=env,
+        env={**environment, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
