@@ -71,14 +71,24 @@ def check_database(
                 id="files_app.E201",
             )
         ]
-    vendor = connections[alias].vendor
-    if vendor != "postgresql":
+    replica = app_settings.DOWNLOAD_DATABASE
+    if replica is not None and replica not in connections.settings:
         return [
             checks.Error(
-                f"files_app stores files in PostgreSQL large objects, but the database "
-                f"{alias!r} is {vendor!r}.",
-                hint="Use django.db.backends.postgresql for this database.",
-                id="files_app.E202",
+                f"FILES_APP_DOWNLOAD_DATABASE is {replica!r}, which is not in DATABASES.",
+                hint="Set it to the alias of a hot standby in DATABASES, or remove it.",
+                id="files_app.E203",
             )
         ]
+    for name in (alias, replica):
+        vendor = connections[name].vendor if name else "postgresql"
+        if vendor != "postgresql":
+            return [
+                checks.Error(
+                    f"files_app stores files in PostgreSQL large objects, but the database "
+                    f"{name!r} is {vendor!r}.",
+                    hint="Use django.db.backends.postgresql for this database.",
+                    id="files_app.E202",
+                )
+            ]
     return []

@@ -20,6 +20,13 @@ class Settings:
         return str(self._get("DATABASE", "default"))
 
     @property
+    def DOWNLOAD_DATABASE(self) -> str | None:
+        """The alias downloads read stored files from (a hot standby of the database that
+        holds them), falling back to that database for a file not replicated yet; None
+        reads them where they are stored."""
+        return self._get("DOWNLOAD_DATABASE", None)  # type: ignore[no-any-return]
+
+    @property
     def CHUNK_SIZE(self) -> int:
         """How many bytes to read or write per large-object call."""
         return self._get("CHUNK_SIZE", MiB)  # type: ignore[no-any-return]

@@ -181,7 +181,9 @@ def _database() -> str | None:
     using = router.db_for_read(StoredFile)
     if not isinstance(storage, LargeObjectStorage) or storage.using != using:
         return None  # the row and the object are not in one database: one query cannot
-    return using
+    # A hot standby, if downloads read from one; what it does not have yet, the view
+    # finds on the primary.
+    return app_settings.DOWNLOAD_DATABASE or using
 
 
 def find_target(path_info: str, host: str | None, secure: bool) -> Target | None:

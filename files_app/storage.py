@@ -197,9 +197,16 @@ class LargeObjectFile(_BytesFile):
     """A lazily read large object, opened by :class:`LargeObjectStorage`."""
 
     def __init__(
-        self, name: str, oid: int, storage: LargeObjectStorage, size: int | None = None
+        self,
+        name: str,
+        oid: int,
+        storage: LargeObjectStorage,
+        size: int | None = None,
+        *,
+        using: str | None = None,
     ) -> None:
-        self.raw = LargeObjectIO(oid, storage.using, size)
+        # using: read from another database than the storage's (a hot standby of it).
+        self.raw = LargeObjectIO(oid, using or storage.using, size)
         self.buffered = io.BufferedReader(self.raw, buffer_size=storage.chunk_size)
         super().__init__(self.buffered, name)
         self.oid = oid

@@ -269,9 +269,25 @@ class StoredFileView(LargeObjectView):
         return queryset.filter(visible)
 
     def get_object(self) -> StoredFile:
-        return get_object_or_404(
-            self.with_first_read(self.get_queryset()), uuid=self.kwargs["uuid"]
-        )
+        return self.find(self.get_queryset(), uuid=self.kwargs["uuid"])
+
+    def find(self, queryset: QuerySet[StoredFile], **lookup: Any) -> StoredFile:
+        """Return the row of ``queryset`` that ``lookup`` names, with its first read, or 404.
+
+        With ``FILES_APP_DOWNLOAD_DATABASE`` (a hot standby) the row and its object are
+        read there; a file the standby does not have yet (replication lag) is read from
+        ``queryset``'s own database.
+        """
+        replica = app_settings.DOWNLOAD_DATABASE
+        if replica and replica != queryset.db:
+            try:
+                found = self.with_first_read(queryset.using(replica)).get(**lookup)
+            except self.model.DoesNotExist:
+                pass
+            else:
+                if getattr(found, "files_app_actual_size", None) is not None:
+                    return found
+        return get_object_or_404(self.with_first_read(queryset), **lookup)
 
     def with_first_read(self, queryset: QuerySet[StoredFile]) -> QuerySet[StoredFile]:
         """Return ``queryset`` annotated with its object's size and the answer's likely first
@@ -314,7 +330,9 @@ class StoredFileView(LargeObjectView):
             raise FileNotFoundError(f"{self.object!r} has no file.")
         # The row knows the size: no query for it. Whether the object still exists shows
         # when the response reads it (see _stream), or in the row's query.
-        found = LargeObjectFile(str(file.name), oid, storage, size=self.object.size)
+        found = LargeObjectFile(
+            str(file.name), oid, storage, size=self.object.size, using=self.object._state.db
+        )
         if hasattr(self.object, "files_app_first_read"):
             actual = getattr(self.object, "files_app_actual_size")  # noqa: B009 (annotated)
             if actual is None:
@@ -359,9 +377,7 @@ class SharedFileView(StoredFileView):
             raise LinkExpired()
         if state is not LinkState.VALID:
             raise Http404("Invalid share link.")
-        return get_object_or_404(
-            self.with_first_read(self.model._default_manager.all()), uuid=file_uuid
-        )
+        return self.find(self.model._default_manager.all(), uuid=file_uuid)
 
     def get_cache_control(self) -> str | None:
         return self.cache_control  # a link's holder is not the public, even for public files

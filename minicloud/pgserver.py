@@ -279,6 +279,26 @@ class PostgresServer:
             process.send_signal(signal.SIGQUIT)
             process.wait(STOP_TIMEOUT)
 
+    def standby(self, datadir: Path) -> PostgresServer:
+        """Make a streaming hot standby of this running server in ``datadir`` and return it
+        (not started): ``pg_basebackup -R`` copies the cluster and writes the settings that
+        make it follow this one."""
+        assert self.port is not None, "the primary must be running"
+        datadir = Path(datadir)
+        datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._demote is _become_nobody:
+            os.chown(datadir, 65534, 65534)
+        args = [self._bin("pg_basebackup"), "-D", str(datadir), "-R", "-X", "stream", "-c", "fast"]
+        args += ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        if self.ephemeral:
+            args.append("--no-sync")
+        result = self._run(*args)
+        if result.returncode != 0:
+            raise PostgresServerError(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")
+        return PostgresServer(
+            datadir, bindir=self.bindir, ephemeral=self.ephemeral, settings=self.settings
+        )
+
     def ensure_database(self, name: str) -> None:
         """Create the database ``name`` unless it exists."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):

@@ -165,6 +165,21 @@ if _flag("MINICLOUD_PGBOUNCER", default=False):
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
     FILES_APP_PREPARE = False
 
+# Downloads from a hot standby (MINICLOUD_REPLICA_URL, a physical streaming replica of
+# DATABASE_URL): files_app reads rows and large objects there and falls back to the primary
+# for a file not replicated yet. Everything else (uploads, the admin, sessions) stays on the
+# primary. README, "Scaling out".
+if replica_url := os.environ.get("MINICLOUD_REPLICA_URL", "").strip():
+    DATABASES["replica"] = {
+        **dj_database_url.parse(replica_url, conn_health_checks=True),
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "OPTIONS": dict(DATABASES["default"]["OPTIONS"]),
+        "DISABLE_SERVER_SIDE_CURSORS": DATABASES["default"].get(
+            "DISABLE_SERVER_SIDE_CURSORS", False
+        ),
+    }
+    FILES_APP_DOWNLOAD_DATABASE = "replica"
+
 STORAGES = {
     "default": {"BACKEND": "files_app.storage.LargeObjectStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -46,6 +46,15 @@ def test_unknown_database_alias() -> None:
     assert "'nope'" in errors[0].msg
 
 
+def test_unknown_download_database_alias() -> None:
+    with override_settings(FILES_APP_DOWNLOAD_DATABASE="standby"):
+        errors = check_database(databases=["default"])
+    assert [e.id for e in errors] == ["files_app.E203"]
+    assert "'standby'" in errors[0].msg
+    with override_settings(FILES_APP_DOWNLOAD_DATABASE="default"):
+        assert check_database(databases=["default"]) == []
+
+
 def test_non_postgresql_database() -> None:
     with mock.patch.object(connection, "vendor", "mysql"):
         errors = check_database(databases=["default"])
