@@ -27,6 +27,12 @@ class Settings:
         return self._get("DOWNLOAD_DATABASE", None)  # type: ignore[no-any-return]
 
     @property
+    def PUBLIC_MAX_AGE(self) -> int:
+        """Seconds browsers and caching proxies may keep a public file (its Cache-Control):
+        how long a file made private or deleted may still be served from a cache."""
+        return self._get("PUBLIC_MAX_AGE", 300)  # type: ignore[no-any-return]
+
+    @property
     def CHUNK_SIZE(self) -> int:
         """How many bytes to read or write per large-object call."""
         return self._get("CHUNK_SIZE", MiB)  # type: ignore[no-any-return]

@@ -193,7 +193,7 @@ def find_target(path_info: str, host: str | None, secure: bool) -> Target | None
     Django rejected it), ``secure`` whether the request came over HTTPS.
     """
     from files_app.sharing import LinkState, read_share_token
-    from files_app.views import SharedFileView, StoredFileView
+    from files_app.views import SharedFileView, public_cache_control
 
     urlconf = get_urlconf() or settings.ROOT_URLCONF
     prefixes = _prefixes(urlconf, get_script_prefix())
@@ -209,7 +209,7 @@ def find_target(path_info: str, host: str | None, secure: bool) -> Target | None
         return None
     kind, key = route
     if kind == "download":
-        return Target(uuid.UUID(key), True, StoredFileView.public_cache_control, using)
+        return Target(uuid.UUID(key), True, public_cache_control(), using)
     state, file_uuid = read_share_token(key)
     if state is LinkState.VALID and file_uuid is not None:
         return Target(file_uuid, False, SharedFileView.cache_control or "", using)

@@ -356,13 +356,20 @@ class StoredFileView(LargeObjectView):
         # that did not change with the content would make If-Range splice two files.
         return self.object.updated
 
-    #: The ``Cache-Control`` of public files (private ones get :attr:`cache_control`).
-    public_cache_control = "public, max-age=300"
+    #: The ``Cache-Control`` of public files (private ones get :attr:`cache_control`);
+    #: None: ``public, max-age=<FILES_APP_PUBLIC_MAX_AGE>`` (300 s by default).
+    public_cache_control: str | None = None
 
     def get_cache_control(self) -> str | None:
         if self.object.public:
-            return self.public_cache_control
+            return public_cache_control(type(self))
         return self.cache_control
+
+
+def public_cache_control(view: type[StoredFileView] = StoredFileView) -> str:
+    """Return the ``Cache-Control`` of a public file: the view's ``public_cache_control``,
+    or ``public, max-age=<FILES_APP_PUBLIC_MAX_AGE>``."""
+    return view.public_cache_control or f"public, max-age={app_settings.PUBLIC_MAX_AGE}"
 
 
 class SharedFileView(StoredFileView):

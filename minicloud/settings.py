@@ -203,6 +203,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Uploads are streamed into large objects by files_app; keep Django's in-memory limit small.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# How long browsers and a caching proxy may keep a public file (seconds; files_app's default
+# is 300): a file made private or deleted can be served from a cache that long.
+if max_age := os.environ.get("MINICLOUD_PUBLIC_MAX_AGE"):
+    FILES_APP_PUBLIC_MAX_AGE = int(max_age)
 # The largest upload, in bytes (unset: no limit); match the proxy's client_max_body_size.
 if limit := os.environ.get("MINICLOUD_MAX_UPLOAD_SIZE"):
     FILES_APP_MAX_UPLOAD_SIZE = int(limit)

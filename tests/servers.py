@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,8 +244,14 @@ class Reply:
     body: bytes
 
 
+class Reachable(Protocol):
+    """What request() needs of a server: a way to connect (an app server, or nginx)."""
+
+    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection: ...
+
+
 def request(
-    server: Server,
+    server: Reachable,
     method: str,
     path: str,
     headers: Mapping[str, str] | None = None,

@@ -29,6 +29,8 @@ def test_default_settings_pass() -> None:
         ("FILES_APP_SWEEP_GRACE", "1 day", "files_app.E003"),
         ("FILES_APP_PREPARE", "no", "files_app.E005"),
         ("FILES_APP_PREPARE", 0, "files_app.E005"),
+        ("FILES_APP_PUBLIC_MAX_AGE", -1, "files_app.E006"),
+        ("FILES_APP_PUBLIC_MAX_AGE", "5m", "files_app.E006"),
     ],
 )
 def test_bad_settings(setting: str, value: object, check_id: str) -> None:
