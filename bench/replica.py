@@ -83,6 +83,18 @@ def caught_up(primary: str, standby: str) -> None:
     raise RuntimeError("the standby did not catch up")
 
 
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def client(*args: str) -> dict[str, Any]:
     result = subprocess.run(
         [PYTHON, "-m", "bench.client", *args], cwd=ROOT, capture_output=True, text=True, check=True
@@ -142,6 +154,7 @@ def main() -> None:
                     )
                 )
             for port in ports.values():
+                wait_listening(port)
                 client("http-get", "--port", str(port), "--path", path, "--size", str(size))
             figures: dict[str, dict[str, list[float]]] = {
                 name: {"download MiB/s": [], "64 KiB ranges/s": []} for name in ports
