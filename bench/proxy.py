@@ -15,10 +15,9 @@ rounds of whole downloads and of 16 clients asking random 64 KiB ranges
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,23 +28,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.replica import client, free_port, log, store, wait_listening  # noqa: E402
+from bench.replica import (  # noqa: E402
+    client,
+    free_port,
+    log,
+    measure,
+    migrated_minicloud,
+    parse_args,
+    report,
+    store,
+    wait_listening,
+)
 
 PYTHON = sys.executable
 MiB = 2**20
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     from minicloud.pgserver import PostgresServer
-    from tests.nginx import configured, find_nginx
+    from tests.nginx import configured
 
-    nginx = find_nginx()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     size = args.size_mib * MiB
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
@@ -55,15 +59,7 @@ def main() -> None:
         pg.start()
         try:
             pg.ensure_database("minicloud")
-            env = {
-                **os.environ,
-                "DATABASE_URL": pg.url("minicloud"),
-                "DJANGO_SETTINGS_MODULE": "minicloud.settings",
-                "DJANGO_SECRET_KEY": "proxy-bench-" + "k" * 40,
-                "MINICLOUD_ALLOWED_HOSTS": "127.0.0.1",
-                "PYTHONPATH": str(ROOT),
-            }
-            subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+            env = migrated_minicloud(pg.url("minicloud"))
             log(f"storing {args.size_mib} MiB, in PostgreSQL and on disk")
             file_uuid, _ = store(pg.url("minicloud"), size)
             disk = prefix / "disk"
@@ -132,24 +128,7 @@ def main() -> None:
             for port, where in peers.values():
                 got = client("http-get", "--port", str(port), "--path", where, "--size", str(size))
                 assert not got["errors"], got
-            figures: dict[str, dict[str, list[float]]] = {
-                name: {"download MiB/s": [], "64 KiB ranges/s": []} for name in peers
-            }
-            for round_ in range(args.rounds):
-                log(f"round {round_ + 1} of {args.rounds}")
-                for name, (port, where) in peers.items():
-                    got = client(
-                        "http-get", "--port", str(port), "--path", where, "--size", str(size),
-                        "--min-seconds", "5", "--max-count", "200",
-                    )  # fmt: skip
-                    assert not got["errors"], got
-                    figures[name]["download MiB/s"].append(got["bytes"] / MiB / got["seconds"])
-                    got = client(
-                        "ranged", "--port", str(port), "--path", where, "--size", str(size),
-                        "--seconds", str(args.seconds),
-                    )  # fmt: skip
-                    assert not got["errors"], got
-                    figures[name]["64 KiB ranges/s"].append(got["ok"] / got["seconds"])
+            figures = measure(peers, size, args.rounds, args.seconds)
         finally:
             for process in processes:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -177,12 +156,7 @@ def main() -> None:
             f"{by['64 KiB ranges/s']:.0f} | "
             f"{by['64 KiB ranges/s'] / direct['64 KiB ranges/s']:.2f}× |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_save:
-        stem = ROOT / "bench" / "results" / f"proxy-{datetime.date.today()}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+    report("proxy", lines, figures, save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,20 @@ def caught_up(primary: str, standby: str) -> None:
     raise RuntimeError("the standby did not catch up")
 
 
+def migrated_minicloud(url: str) -> dict[str, str]:
+    """Migrate minicloud into the database at ``url``; return the environment to run it."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "minicloud.settings",
+        "DJANGO_SECRET_KEY": "bench-" + "k" * 40,
+        "MINICLOUD_ALLOWED_HOSTS": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
 def wait_listening(port: int) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -102,13 +116,53 @@ def client(*args: str) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+Figures = dict[str, dict[str, list[float]]]
+
+
+def measure(peers: dict[str, tuple[int, str]], size: int, rounds: int, seconds: float) -> Figures:
+    """Interleaved rounds, for each peer (port, path): whole downloads for 5 s, then 16
+    clients asking random 64 KiB ranges for ``seconds``."""
+    figures: Figures = {name: {"download MiB/s": [], "64 KiB ranges/s": []} for name in peers}
+    for round_ in range(rounds):
+        log(f"round {round_ + 1} of {rounds}")
+        for name, (port, path) in peers.items():
+            got = client(
+                "http-get", "--port", str(port), "--path", path, "--size", str(size),
+                "--min-seconds", "5", "--max-count", "200",
+            )  # fmt: skip
+            assert not got["errors"], got
+            figures[name]["download MiB/s"].append(got["bytes"] / MiB / got["seconds"])
+            got = client(
+                "ranged", "--port", str(port), "--path", path, "--size", str(size),
+                "--seconds", str(seconds),
+            )  # fmt: skip
+            assert not got["errors"], got
+            figures[name]["64 KiB ranges/s"].append(got["ok"] / got["seconds"])
+    return figures
+
+
+def parse_args(doc: str | None) -> argparse.Namespace:
+    """The options both scaling benchmarks take."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def report(kind: str, lines: list[str], figures: Figures, *, save: bool) -> None:
+    """Print the report; with ``save``, write it to bench/results/<kind>-<date>.md/.json."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if save:
+        stem = ROOT / "bench" / "results" / f"{kind}-{datetime.date.today()}"
+        stem.with_suffix(".md").write_text(text)
+        stem.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def main() -> None:
+    args = parse_args(__doc__)
     sys.path.insert(0, str(ROOT))
     from minicloud.pgserver import PostgresServer
 
@@ -124,15 +178,7 @@ def main() -> None:
             log("making the standby (pg_basebackup -R)")
             standby = primary.standby(Path(tmp) / "standby")
             standby.start()
-            env = {
-                **os.environ,
-                "DATABASE_URL": primary.url("minicloud"),
-                "DJANGO_SETTINGS_MODULE": "minicloud.settings",
-                "DJANGO_SECRET_KEY": "replica-bench-" + "k" * 40,
-                "MINICLOUD_ALLOWED_HOSTS": "127.0.0.1",
-                "PYTHONPATH": str(ROOT),
-            }
-            subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+            env = migrated_minicloud(primary.url("minicloud"))
             log(f"storing {args.size_mib} MiB on the primary")
             file_uuid, _ = store(primary.url("minicloud"), size)
             caught_up(primary.url("minicloud"), standby.url("minicloud"))
@@ -156,24 +202,12 @@ def main() -> None:
             for port in ports.values():
                 wait_listening(port)
                 client("http-get", "--port", str(port), "--path", path, "--size", str(size))
-            figures: dict[str, dict[str, list[float]]] = {
-                name: {"download MiB/s": [], "64 KiB ranges/s": []} for name in ports
-            }
-            for round_ in range(args.rounds):
-                log(f"round {round_ + 1} of {args.rounds}")
-                for name, port in ports.items():
-                    got = client(
-                        "http-get", "--port", str(port), "--path", path, "--size", str(size),
-                        "--min-seconds", "5", "--max-count", "100",
-                    )  # fmt: skip
-                    assert not got["errors"], got
-                    figures[name]["download MiB/s"].append(got["bytes"] / MiB / got["seconds"])
-                    got = client(
-                        "ranged", "--port", str(port), "--path", path, "--size", str(size),
-                        "--seconds", str(args.seconds),
-                    )  # fmt: skip
-                    assert not got["errors"], got
-                    figures[name]["64 KiB ranges/s"].append(got["ok"] / got["seconds"])
+            figures = measure(
+                {name: (port, path) for name, port in ports.items()},
+                size,
+                args.rounds,
+                args.seconds,
+            )
         finally:
             for server in servers:
                 os.killpg(server.pid, signal.SIGTERM)
@@ -205,12 +239,7 @@ def main() -> None:
         f"Standby ÷ primary: downloads {ratio['download MiB/s']:.2f}×, "
         f"ranges {ratio['64 KiB ranges/s']:.2f}×.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_save:
-        stem = ROOT / "bench" / "results" / f"replica-{datetime.date.today()}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+    report("replica", lines, figures, save=not args.no_save)
 
 
 if __name__ == "__main__":

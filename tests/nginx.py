@@ -8,19 +8,14 @@ installs Debian's package, they fail instead.
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
+from tests.processes import find_program, stop, wait_listening
 from tests.servers import ROOT, free_port
 
 SHIPPED = ROOT / "deploy" / "nginx" / "minicloud.conf"
@@ -39,16 +34,6 @@ http {{
     include {prefix}/minicloud.conf;
 }}
 """
-
-
-def find_nginx() -> str:
-    """Return the nginx executable, or skip (fail in CI) when there is none."""
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if found:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI needs nginx: .ci/run installs Debian's nginx package.")
-    pytest.skip("skipped: no nginx")
 
 
 def configured(upstream_port: int, port: int, cache: Path) -> str:
@@ -81,7 +66,7 @@ class Nginx:
 @contextmanager
 def running_nginx(upstream_port: int) -> Iterator[Nginx]:
     """Run nginx with deploy/nginx/minicloud.conf in front of 127.0.0.1:``upstream_port``."""
-    executable = find_nginx()
+    executable = find_program("nginx")
     with tempfile.TemporaryDirectory(prefix="files-app-nginx-") as tmp:
         prefix = Path(tmp)
         prefix.chmod(0o755)
@@ -106,20 +91,7 @@ def running_nginx(upstream_port: int) -> Iterator[Nginx]:
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 15
-            while True:
-                assert process.poll() is None, (prefix / "error.log").read_text()
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "nginx did not start"
-                    time.sleep(0.05)
+            wait_listening(process, port, (prefix / "error.log").read_text)
             yield Nginx(port, prefix / "error.log")
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)

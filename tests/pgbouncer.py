@@ -8,19 +8,16 @@ PostgreSQL does (``minicloud.pgserver.unprivileged``): PgBouncer refuses root to
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
-
 from minicloud.pgserver import unprivileged
+from tests.processes import find_program, stop, wait_listening
 from tests.servers import free_port
 
 CONFIG = """\
@@ -39,16 +36,6 @@ server_reset_query =
 ignore_startup_parameters = extra_float_digits,options
 admin_users = {user}
 """
-
-
-def find_pgbouncer() -> str:
-    """Return the pgbouncer executable, or skip (fail in CI) when there is none."""
-    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
-    if found:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI needs PgBouncer: .ci/run installs Debian's pgbouncer package.")
-    pytest.skip("skipped: no pgbouncer")
 
 
 @dataclass
@@ -81,7 +68,7 @@ class PgBouncer:
 def running_pgbouncer(database_url: str, *, pool_size: int = 4) -> Iterator[PgBouncer]:
     """Run PgBouncer (transaction mode, ``pool_size`` server connections per database) in
     front of the server of ``database_url``."""
-    executable = find_pgbouncer()
+    executable = find_program("pgbouncer")
     parts = urlsplit(database_url)
     with tempfile.TemporaryDirectory(prefix="files-app-pgbouncer-") as tmp:
         os.chmod(tmp, 0o755)  # "nobody" reads the configuration where namespaces are off
@@ -108,27 +95,7 @@ def running_pgbouncer(database_url: str, *, pool_size: int = 4) -> Iterator[PgBo
             )
         bouncer = PgBouncer(port, log, parts.username or "postgres")
         try:
-            _wait_until_listening(process, bouncer)
+            wait_listening(process, port, log.read_text)
             yield bouncer
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_until_listening(process: subprocess.Popen[bytes], bouncer: PgBouncer) -> None:
-    import socket
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited: {bouncer.log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", bouncer.port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"pgbouncer did not start: {bouncer.log.read_text()}")
+            stop(process)

@@ -9,7 +9,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tests.servers import Server
+from django.test.client import encode_multipart
+
+from tests.servers import Reachable, Server
 
 
 @dataclass
@@ -90,3 +92,46 @@ def _reset(conn: http.client.HTTPConnection) -> None:
     if conn.sock is not None:
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
+
+
+class Named:
+    """A named file-like object, as ``encode_multipart`` wants a file."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.data = name, data
+
+    def read(self) -> bytes:
+        return self.data
+
+
+ADD = "/admin/files_app/storedfile/add/"
+BOUNDARY = "reliability-boundary"
+
+
+def upload_body(token: str, name: str, data: bytes) -> tuple[bytes, str]:
+    """Return the admin add form's multipart body for one file, and its Content-Type."""
+    body = encode_multipart(BOUNDARY, {"csrfmiddlewaretoken": token, "file": Named(name, data)})
+    return body, f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def admin_upload(server: Reachable, session: str, name: str, data: bytes) -> int:
+    """Upload one file through the admin's add form with a logged-in session; return the
+    status (302 when stored)."""
+    token = "u" * 32
+    body, content_type = upload_body(token, name, data)
+    conn = server.connection(timeout=60)
+    try:
+        conn.request(
+            "POST",
+            ADD,
+            body=body,
+            headers={
+                "Cookie": f"sessionid={session}; csrftoken={token}",
+                "Content-Type": content_type,
+            },
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()

@@ -148,6 +148,20 @@ def manage(
     )
 
 
+def share_link(url: str, file_uuid: str, name: str, *, env: dict[str, str] | None = None) -> str:
+    """Return a five-minute share link for a stored file, made by minicloud (its key)."""
+    result = manage(
+        url,
+        "shell",
+        "-c",
+        "from datetime import timedelta; from files_app.sharing import make_share_url; "
+        f"print(make_share_url('{file_uuid}', '{name}', timedelta(minutes=5)))",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def own_database() -> Iterator[OwnDatabase]:
     """Start a PostgreSQL server for this module alone and migrate minicloud into it."""

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 
 import psutil  # type: ignore[import-untyped]
 import pytest
-from django.test.client import encode_multipart
 
-from tests.reliability.clients import download
+from tests.reliability.clients import ADD, download, upload_body
 from tests.reliability.conftest import MiB, OwnDatabase, manage
 from tests.servers import SERVER_KINDS, Server, running_server
 
@@ -152,28 +151,15 @@ def _admin_cookie(own_database: OwnDatabase) -> str:
 def _start_upload(
     server: Server, cookie: str, name: str, data: bytes
 ) -> tuple[socket.socket, bytes]:
-    boundary = "reliability-boundary"
-    body = encode_multipart(
-        boundary, {"csrfmiddlewaretoken": "t" * 32, "file": _Named(name, data)}
-    )
+    body, content_type = upload_body("t" * 32, name, data)
     head = (
-        f"POST /admin/files_app/storedfile/add/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        f"Cookie: {cookie}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"POST {ADD} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Cookie: {cookie}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     sock = socket.create_connection((server.host, server.port), timeout=30)
     sock.sendall(head)
     return sock, body
-
-
-class _Named:
-    """A file-like object encode_multipart accepts."""
-
-    def __init__(self, name: str, data: bytes) -> None:
-        self.name, self.data = name, data
-
-    def read(self) -> bytes:
-        return self.data
 
 
 def _rows_named(own_database: OwnDatabase, name: str) -> int:

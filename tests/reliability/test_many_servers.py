@@ -6,14 +6,13 @@ and share links; a third with another key shows why the key must match.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import random
 from collections.abc import Iterator
 
 import pytest
-from django.test.client import encode_multipart
 
-from tests.reliability.conftest import MiB, OwnDatabase, manage
+from tests.reliability.clients import admin_upload
+from tests.reliability.conftest import MiB, OwnDatabase, share_link
 from tests.servers import Server, request, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
@@ -33,38 +32,17 @@ def servers(own_database: OwnDatabase) -> Iterator[tuple[Server, Server]]:
             assert "Traceback" not in server.output(), server.output()
 
 
-def _upload(server: Server, cookie: str, name: str) -> int:
-    boundary = "many-servers"
-    body = encode_multipart(boundary, {"csrfmiddlewaretoken": "m" * 32, "file": _Named(name)})
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
-    try:
-        conn.request(
-            "POST",
-            "/admin/files_app/storedfile/add/",
-            body=body,
-            headers={
-                "Cookie": cookie,
-                "Content-Type": f"multipart/form-data; boundary={boundary}",
-            },
-        )
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
 def test_two_servers_share_files_sessions_and_links(
     servers: tuple[Server, Server], own_database: OwnDatabase
 ) -> None:
     first, second = servers
     session = own_database.sessions({"many-admin": "superuser"})["many-admin"]
-    cookie = f"sessionid={session}; csrftoken={'m' * 32}"
+    cookie = f"sessionid={session}"
     # A session made for one is valid on the other: the admin answers both.
     for server in servers:
         assert request(server, "GET", "/admin/", {"Cookie": cookie}).status == 200
     # Uploaded through one, served by the other, private, to the same session.
-    assert _upload(first, cookie, "shared.bin") == 302
+    assert admin_upload(first, session, "shared.bin", DATA) == 302
     rows = own_database.execute(
         "SELECT uuid, sha256 FROM files_app_storedfile WHERE name = 'shared.bin'"
     )
@@ -73,17 +51,7 @@ def test_two_servers_share_files_sessions_and_links(
     reply = request(second, "GET", path, {"Cookie": cookie, "Range": "bytes=-64"})
     assert (reply.status, reply.body) == (206, DATA[-64:])
     # A share link signed by one process (its key) opens on both.
-    link = (
-        manage(
-            own_database.url,
-            "shell",
-            "-c",
-            "from datetime import timedelta; from files_app.sharing import make_share_url; "
-            f"print(make_share_url('{rows[0][0]}', 'shared.bin', timedelta(minutes=5)))",
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    link = share_link(own_database.url, rows[0][0], "shared.bin")
     for server in servers:
         shared = request(server, "GET", link)
         assert (shared.status, shared.body) == (200, DATA)
@@ -92,17 +60,7 @@ def test_two_servers_share_files_sessions_and_links(
 def test_a_server_with_another_secret_key_refuses_them(own_database: OwnDatabase) -> None:
     session = own_database.sessions({"many-other": "superuser"})["many-other"]
     file_uuid = own_database.store("secret.bin", DATA, public=False)
-    link = (
-        manage(
-            own_database.url,
-            "shell",
-            "-c",
-            "from datetime import timedelta; from files_app.sharing import make_share_url; "
-            f"print(make_share_url('{file_uuid}', 'secret.bin', timedelta(minutes=5)))",
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    link = share_link(own_database.url, file_uuid, "secret.bin")
     other = {"DJANGO_SECRET_KEY": "another-key-" + "x" * 40}
     with running_server("gunicorn", own_database.url, project="minicloud", env=other) as server:
         path = f"/files/{file_uuid}/secret.bin"
@@ -110,13 +68,3 @@ def test_a_server_with_another_secret_key_refuses_them(own_database: OwnDatabase
         assert request(server, "GET", link).status == 404
         admin = request(server, "GET", "/admin/", {"Cookie": f"sessionid={session}"})
         assert admin.status == 302  # to the login page: the session is not accepted
-
-
-class _Named:
-    """A file-like object encode_multipart accepts."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def read(self) -> bytes:
-        return DATA

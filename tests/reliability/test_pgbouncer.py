@@ -7,7 +7,6 @@ connections in PgBouncer's pool than clients.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import random
 import re
@@ -17,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from django.test.client import encode_multipart
 
 from tests.pgbouncer import PgBouncer, running_pgbouncer
-from tests.reliability.conftest import MiB, OwnDatabase, manage
+from tests.reliability.clients import admin_upload
+from tests.reliability.conftest import MiB, OwnDatabase, manage, share_link
 from tests.servers import SERVER_KINDS, Server, request, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
@@ -105,26 +104,9 @@ def test_admin_upload_private_download_and_share_link(
     server: Server, own_database: OwnDatabase, url: str
 ) -> None:
     session = own_database.sessions({"bouncer-admin": "superuser"})["bouncer-admin"]
-    cookie = f"sessionid={session}; csrftoken={'b' * 32}"
+    cookie = f"sessionid={session}"
     name = f"upload-{server.kind}.bin"
-    boundary = "pgbouncer-boundary"
-    body = encode_multipart(boundary, {"csrfmiddlewaretoken": "b" * 32, "file": _Named(name)})
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
-    try:
-        conn.request(
-            "POST",
-            "/admin/files_app/storedfile/add/",
-            body=body,
-            headers={
-                "Cookie": cookie,
-                "Content-Type": f"multipart/form-data; boundary={boundary}",
-            },
-        )
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 302, response.status
-    finally:
-        conn.close()
+    assert admin_upload(server, session, name, DATA) == 302
     rows = own_database.execute(
         "SELECT uuid, sha256, public FROM files_app_storedfile WHERE name = %s", (name,)
     )
@@ -136,13 +118,7 @@ def test_admin_upload_private_download_and_share_link(
     mine = request(server, "GET", path, {"Cookie": cookie, "Range": "bytes=1000-1999"})
     assert (mine.status, mine.body) == (206, DATA[1000:2000])
 
-    link = _manage(
-        url,
-        "shell",
-        "-c",
-        "from datetime import timedelta; from files_app.sharing import make_share_url; "
-        f"print(make_share_url('{file_uuid}', '{name}', timedelta(minutes=5)))",
-    ).splitlines()[-1]
+    link = share_link(url, file_uuid, name, env=BEHIND)
     shared = request(server, "GET", link, {"Range": "bytes=-100"})
     assert (shared.status, shared.body) == (206, DATA[-100:])
 
@@ -194,13 +170,3 @@ def test_every_management_command(url: str, own_database: OwnDatabase) -> None:
     assert not own_database.execute(
         "SELECT 1 FROM pg_largeobject_metadata WHERE oid = %s", (orphan,)
     )
-
-
-class _Named:
-    """A file-like object encode_multipart accepts."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def read(self) -> bytes:
-        return DATA

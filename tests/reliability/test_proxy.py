@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.nginx import Nginx, running_nginx
-from tests.reliability.conftest import MiB, OwnDatabase, manage
+from tests.reliability.conftest import MiB, OwnDatabase, share_link
 from tests.servers import Reply, Server, request, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
@@ -85,17 +85,7 @@ def test_private_files_share_links_and_the_admin_are_never_cached(
     # Had it been cached, this would be its bytes: it is the app's 404.
     assert request(proxy, "GET", path, {"Range": "bytes=0-99"}).status == 404
 
-    link = (
-        manage(
-            own_database.url,
-            "shell",
-            "-c",
-            "from datetime import timedelta; from files_app.sharing import make_share_url; "
-            f"print(make_share_url('{file_uuid}', 'private.bin', timedelta(minutes=5)))",
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    link = share_link(own_database.url, file_uuid, "private.bin")
     for _ in range(2):
         shared = request(proxy, "GET", link, {"Range": "bytes=-10"})
         assert (shared.status, shared.body) == (206, DATA[-10:])
