@@ -126,9 +126,16 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
     on the column and costs the same at a thousand rows as at a million.
     """
 
-    def __init__(self, field: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
-        super().__init__(field, request, *args, **kwargs)
-        model_admin = args[2]
+    def __init__(
+        self,
+        field: Any,
+        request: HttpRequest,
+        params: Any,
+        model: Any,
+        model_admin: Any,
+        field_path: str,
+    ) -> None:
+        super().__init__(field, request, params, model, model_admin, field_path)
         self.lookup_choices = catalogue.distinct_values(  # type: ignore[assignment]
             field.model, field.name, using=model_admin.get_queryset(request).db
         )

@@ -89,8 +89,8 @@ def check_database(
                 id="files_app.E203",
             )
         ]
-    for name in (alias, replica):
-        vendor = connections[name].vendor if name else "postgresql"
+    for name in filter(None, (alias, replica)):
+        vendor = connections[name].vendor
         if vendor != "postgresql":
             return [
                 checks.Error(

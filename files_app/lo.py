@@ -33,6 +33,7 @@ __all__ = [
     "read_pieces",
     "read_with_size",
     "size",
+    "size_sql",
     "unlink",
     "write",
 ]
@@ -273,15 +274,23 @@ class Writer:
             self._cursor.close()
 
 
+def size_sql(oid: str) -> str:
+    """Return an SQL expression for the size of the large object ``oid`` (an SQL expression).
+
+    lo_lseek64 needs a descriptor; one opened in a statement lives as long as its
+    transaction, so it is closed at once for callers inside a long transaction.
+    """
+    return (
+        "(SELECT x.size FROM (SELECT pg_catalog.lo_lseek64(o.fd, 0, 2) AS size, "
+        "pg_catalog.lo_close(o.fd) FROM "
+        f"(SELECT pg_catalog.lo_open({oid}, {INV_READ}) AS fd) o) x)"
+    )
+
+
 def size(oid: int, using: str) -> int:
     """Return the size of the large object in bytes."""
-    # lo_lseek64 needs a descriptor; one opened in this statement lives only as long as
-    # its transaction, so close it right away for callers inside a long transaction.
     with cursor(using) as cur:
-        cur.execute(
-            "SELECT lo_lseek64(fd, 0, 2), lo_close(fd) FROM (SELECT lo_open(%s::oid, %s) AS fd) s",
-            (oid, INV_READ),
-        )
+        cur.execute(f"SELECT {size_sql('%s::oid')}", (oid,))
         return int(cur.fetchone()[0])
 
 

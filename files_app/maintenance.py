@@ -73,19 +73,7 @@ def drain(using: str, *, batch: int = BATCH) -> int:
 
     connection = connections[using]
     qn = connection.ops.quote_name
-    oid_columns, name_columns = reference_columns(using)
-    unused = [
-        f"NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = q.oid::oid)"
-        for table, column in oid_columns
-    ]
-    params: list[str] = []
-    for table, column in name_columns:
-        unused.append(
-            f"NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "
-            f"substring(r.{qn(column)} FROM %s)::int8 = q.oid)"
-        )
-        params.append(NAME_OID_PATTERN)
-    where = " AND ".join(unused) or "TRUE"
+    where, params = _not_referenced(using, "q.oid::oid")
     freed = 0
     table = qn(PendingUnlink._meta.db_table)
     while True:
@@ -102,7 +90,7 @@ def drain(using: str, *, batch: int = BATCH) -> int:
             cursor.execute(
                 "SELECT count(lo_unlink(m.oid)) FROM unnest(%s::int8[]) AS q(oid) "
                 "JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = q.oid::oid "
-                f"WHERE {where}",
+                f"WHERE TRUE{where}",
                 [oids, *params],
             )
             freed += int(cursor.fetchone()[0])
@@ -113,14 +101,15 @@ def free(oids: list[int], using: str, *, dry_run: bool = False) -> tuple[int, in
 
     Objects already gone are skipped.
     """
-    unlinked = "0" if dry_run else "count(pg_catalog.lo_unlink(m.oid))"
+    unlinked = "0" if dry_run else "count(pg_catalog.lo_unlink(s.oid))"
     with transaction.atomic(using=using), lo.cursor(using) as cursor:
+        # Each object's size is read (in the CTE's row) before it is unlinked.
         cursor.execute(
-            f"SELECT {unlinked}, coalesce(sum(s.size), 0) FROM unnest(%s::oid[]) AS q(oid) "
-            "JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = q.oid "
-            "CROSS JOIN LATERAL (SELECT pg_catalog.lo_lseek64(fd, 0, 2) AS size, "
-            "pg_catalog.lo_close(fd) FROM (SELECT pg_catalog.lo_open(m.oid, %s) AS fd) AS o) s",
-            [oids, lo.INV_READ],
+            f"WITH s AS MATERIALIZED (SELECT m.oid, {lo.size_sql('m.oid')} AS size "
+            "FROM unnest(%s::oid[]) AS q(oid) "
+            "JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = q.oid) "
+            f"SELECT {unlinked}, coalesce(sum(s.size), 0) FROM s",
+            [oids],
         )
         freed, total = cursor.fetchone()
     return int(freed), int(total)
@@ -216,6 +205,24 @@ TAGGED = (
 )
 
 
+def _not_referenced(using: str, oid: str) -> tuple[str, list[str]]:
+    """Return the SQL conditions (each after " AND ") that no column :func:`reference_columns`
+    finds references the large object ``oid`` (an SQL expression of type oid), and their
+    parameters."""
+    qn = connections[using].ops.quote_name
+    oid_columns, name_columns = reference_columns(using)
+    where = "".join(
+        f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = {oid})"
+        for table, column in oid_columns
+    )
+    for table, column in name_columns:
+        where += (
+            f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "
+            f"substring(r.{qn(column)} FROM %s)::int8 = {oid}::int8)"
+        )
+    return where, [NAME_OID_PATTERN] * len(name_columns)
+
+
 def unreferenced(using: str, *, grace: float, window: int | None = None) -> Iterator[list[int]]:
     """Yield files_app's large objects older than ``grace`` seconds that nothing references.
 
@@ -225,20 +232,8 @@ def unreferenced(using: str, *, grace: float, window: int | None = None) -> Iter
     them, so the caller may free what it was given before asking for more.
     """
     window = window or WINDOW
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    oid_columns, name_columns = reference_columns(using)
-    conditions = []
-    params: list[Any] = [f"{lo.OWNER_TAG} %", time.time() - grace]
-    for table, column in oid_columns:
-        conditions.append(f"NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = m.oid)")
-    for table, column in name_columns:
-        conditions.append(
-            f"NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "
-            f"substring(r.{qn(column)} FROM %s)::int8 = m.oid::int8)"
-        )
-        params.append(NAME_OID_PATTERN)
-    where = "".join(f" AND {c}" for c in conditions)
+    where, unused_params = _not_referenced(using, "m.oid")
+    params: list[Any] = [f"{lo.OWNER_TAG} %", time.time() - grace, *unused_params]
     # The window is materialized: its objects are found by the OID index alone, then
     # filtered with one index probe per reference column (tests: tests/test_sweep.py;
     # figures: bench/catalogue.py).

@@ -265,24 +265,42 @@ def _lookup_sql(public_only: bool, vendor_quote: Callable[[str], str]) -> str:
     # no descriptor.
     return (
         f"SELECT {file}, {size}, {fields}, lo_lseek64(o.fd, 0, 2), "
-        f"lo_get({file}, CASE WHEN %s::int8 >= 0 THEN %s::int8 "
-        f"ELSE greatest({size} + %s::int8, 0) END, %s::int4), lo_close(o.fd) "
+        f"{first_read_sql(file, size)}, lo_close(o.fd) "
         f"FROM {vendor_quote(meta.db_table)} f, "
         f"LATERAL (SELECT lo_open({file}, {lo.INV_READ}) AS fd) o WHERE {where}"
     )
 
 
-def _params(target: Target, guess: tuple[int, int]) -> tuple[Any, ...]:
+def first_read_sql(file: str, size: str) -> str:
+    """Return the SQL of the guessed first read of a row's object (``file`` and ``size`` are
+    its columns): its parameters are :func:`first_read_params`."""
+    return (
+        f"lo_get({file}, CASE WHEN %s::int8 >= 0 THEN %s::int8 "
+        f"ELSE greatest({size} + %s::int8, 0) END, %s::int4)"
+    )
+
+
+def first_read_params(guess: tuple[int, int]) -> list[int]:
+    """Return the parameters of :func:`first_read_sql` for a :func:`first_read_guess`."""
     start, length = guess
-    return (start, start, start, length, str(target.uuid))
+    return [start, start, start, length]
+
+
+def first_read_offset(guess: tuple[int, int], size: int) -> int:
+    """Return where the guessed first read starts in a file of ``size`` bytes."""
+    start = guess[0]
+    return start if start >= 0 else max(size + start, 0)  # a suffix counts from the end
+
+
+def _params(target: Target, guess: tuple[int, int]) -> tuple[Any, ...]:
+    return (*first_read_params(guess), str(target.uuid))
 
 
 def _found(row: tuple[Any, ...] | None, guess: tuple[int, int]) -> _Found | None:
     if row is None:
         return None
     oid, size, name, content_type, sha256, updated, actual, data = row[:8]
-    start = guess[0]
-    offset = start if start >= 0 else max(int(size) + start, 0)
+    offset = first_read_offset(guess, int(size))
     return _Found(
         int(oid), name, content_type, int(size), sha256, updated, int(actual), offset, bytes(data)
     )

@@ -24,10 +24,9 @@ from django.shortcuts import get_object_or_404
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import mediatypes, responder, serving, streaming
+from files_app import lo, mediatypes, responder, serving, streaming
 from files_app.conf import app_settings
 from files_app.fields import default_large_object_storage
-from files_app.lo import INV_READ
 from files_app.models import StoredFile
 from files_app.responder import Segment, content_disposition
 from files_app.sharing import LinkState, read_share_token
@@ -309,16 +308,10 @@ class StoredFileView(LargeObjectView):
             f"EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {file})"
         )
         return queryset.annotate(
-            files_app_actual_size=RawSQL(
-                f"CASE WHEN {exists} THEN (SELECT x.size FROM (SELECT "
-                f"pg_catalog.lo_lseek64(o.fd, 0, 2) AS size, pg_catalog.lo_close(o.fd) FROM "
-                f"(SELECT pg_catalog.lo_open({file}, {INV_READ}) AS fd) o) x) END",
-                [],
-            ),
+            files_app_actual_size=RawSQL(f"CASE WHEN {exists} THEN {lo.size_sql(file)} END", []),
             files_app_first_read=RawSQL(
-                f"CASE WHEN {exists} THEN pg_catalog.lo_get({file}, CASE WHEN %s::int8 >= 0 "
-                f"THEN %s::int8 ELSE greatest({size} + %s::int8, 0) END, %s::int4) END",
-                [start, start, start, min(length, PREFETCH)],
+                f"CASE WHEN {exists} THEN {serving.first_read_sql(file, size)} END",
+                serving.first_read_params((start, min(length, PREFETCH))),
             ),
         )
 
@@ -337,8 +330,7 @@ class StoredFileView(LargeObjectView):
             actual = getattr(self.object, "files_app_actual_size")  # noqa: B009 (annotated)
             if actual is None:
                 raise FileNotFoundError(f"Large object {oid} does not exist.")
-            start = self._guess[0]  # a suffix counts from the end the row gives
-            offset = start if start >= 0 else max(self.object.size + start, 0)
+            offset = serving.first_read_offset(self._guess, self.object.size)
             found.raw.prefetched(int(actual), offset, bytes(self.object.files_app_first_read))
         return found
 
