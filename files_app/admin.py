@@ -83,6 +83,16 @@ class StoredFileChangeForm(forms.ModelForm):  # type: ignore[type-arg]
         fields = ["file", "name", "content_type", "public", "owner"]
         widgets = {"file": StoredFileWidget}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.storage:  # moved by files_move: no large object, and none needed
+            field = self.fields["file"]
+            field.required = False
+            field.help_text = (
+                f"Kept in the storage {self.instance.storage!r} (moved by files_move); "
+                "a file chosen here replaces it and goes into a large object."
+            )
+
 
 class StoredFileAddForm(forms.ModelForm):  # type: ignore[type-arg]
     """The add form: one or several files, each becoming a stored file."""
@@ -174,6 +184,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "uuid",
         "human_size",
         "sha256",
+        "location",
         "created",
         "updated",
     ]
@@ -201,7 +212,10 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return [
             (None, {"fields": ["preview", "download_link", "file", "name", "content_type"]}),
             ("Access", {"fields": ["public", "owner"]}),
-            ("Details", {"fields": ["uuid", "human_size", "sha256", "created", "updated"]}),
+            (
+                "Details",
+                {"fields": ["uuid", "human_size", "sha256", "location", "created", "updated"]},
+            ),
         ]
 
     # -- uploads --------------------------------------------------------------------
@@ -304,6 +318,12 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: StoredFile) -> str:
         return f"{filesizeformat(obj.size)} ({obj.size} bytes)" if obj.pk else "-"
+
+    @admin.display(description="kept in")
+    def location(self, obj: StoredFile) -> str:
+        if obj.storage:
+            return f"the storage {obj.storage!r}, as {obj.storage_name!r}"
+        return f"large object {obj.file.oid}" if obj.file else "-"
 
     @admin.display(description="download")
     def download_link(self, obj: StoredFile) -> str:

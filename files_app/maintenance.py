@@ -33,8 +33,12 @@ BATCH = 500
 
 
 def drain_after_commit(using: str) -> None:
-    """Drain the queue once the current transaction commits (at once in autocommit)."""
+    """Drain the queues once the current transaction commits (at once in autocommit):
+    large objects, and files of other storages (files_app.external)."""
+    from files_app import external
+
     transaction.on_commit(lambda: drain(using), using=using)
+    transaction.on_commit(lambda: external.drain(using), using=using)
 
 
 class LargeObjectQuerySet(models.QuerySet[_M]):

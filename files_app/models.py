@@ -11,20 +11,22 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import models, router, transaction
 from django.db.models.functions import Now
 from django.urls import reverse
 
-from files_app import mediatypes
+from files_app import external, mediatypes
 from files_app.digests import Digest, HashingReader, digest_chunks
 from files_app.fields import LargeObjectField
-from files_app.maintenance import LargeObjectQuerySet
+from files_app.maintenance import LargeObjectQuerySet, drain_after_commit
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
 
 __all__ = [
     "HashingReader",
+    "PendingRemoval",
     "PendingUnlink",
     "StoredFile",
     "StoredFileQuerySet",
@@ -34,7 +36,9 @@ __all__ = [
 
 NAME_LENGTH = 255
 # Columns that describe the bytes of the file: only save() may set them (from the object).
-DERIVED_FIELDS = frozenset({"file", "size", "sha256"})
+DERIVED_FIELDS = frozenset({"file", "size", "sha256", "storage", "storage_name"})
+# What describing a file (re)computes: saved with it.
+DESCRIBED_FIELDS = ("name", "size", "sha256", "storage", "storage_name")
 
 
 # Set while bulk_update() writes rows it has just described (it goes through update()).
@@ -76,8 +80,11 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
         if {"file", "content_type"} & set(fields):
             with transaction.atomic(using=self.db):
                 for obj in objs:
+                    moved = obj.storage
                     obj.describe_file(self.db)
-                described = ["file", "name", "content_type", "size", "sha256"]
+                    if moved and not obj.storage:
+                        external.drain_after_commit(self.db)
+                described = ["file", "content_type", *DESCRIBED_FIELDS]
                 fields += [name for name in described if name not in fields]
                 token = _described_rows.set(True)
                 try:
@@ -104,6 +111,33 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
 
     update.alters_data = True  # type: ignore[attr-defined]
 
+    def relocate(self, stored: StoredFile, oid: int | None, storage: str, name: str) -> bool:
+        """Point ``stored``'s row at the same bytes in another place — the large object
+        ``oid``, or ``name`` in ``STORAGES[storage]`` — as ``files_move`` does once the copy
+        is verified; return False, changing nothing, if the row no longer holds the bytes it
+        was loaded with (replaced or deleted meanwhile). The place it leaves is freed after
+        commit by the triggers' queues."""
+        with transaction.atomic(using=self.db):
+            unchanged = self.select_for_update().filter(
+                pk=stored.pk,
+                file=stored.file.oid if stored.file else None,
+                storage=stored.storage,
+                storage_name=stored.storage_name,
+                size=stored.size,
+                sha256=stored.sha256,
+            )
+            if not unchanged.exists():
+                return False
+            token = _described_rows.set(True)
+            try:
+                self.filter(pk=stored.pk).update(file=oid, storage=storage, storage_name=name)
+            finally:
+                _described_rows.reset(token)
+            drain_after_commit(self.db)
+        return True
+
+    relocate.alters_data = True  # type: ignore[attr-defined]
+
 
 def _derived_message(fields: AbstractSet[str]) -> str:
     names = ", ".join(sorted(fields))
@@ -117,7 +151,8 @@ class StoredFile(models.Model):
     """A file kept in a large object, with the metadata to serve it."""
 
     uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
-    file = LargeObjectField(upload_to="")
+    # NULL once files_move has taken the bytes to another storage (``storage``).
+    file = LargeObjectField(upload_to="", null=True)
     name = models.CharField(
         max_length=NAME_LENGTH,
         blank=True,
@@ -146,6 +181,19 @@ class StoredFile(models.Model):
         related_name="stored_files",
     )
 
+    # db_default: rows that other programs insert are in large objects too.
+    storage = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="The STORAGES alias holding the file when it is not in a large object.",
+    )
+    storage_name = models.CharField(
+        max_length=1024, blank=True, default="", db_default="", editable=False
+    )
+
     objects = StoredFileQuerySet.as_manager()
 
     # The name and content type as loaded or last saved (see from_db()).
@@ -160,6 +208,20 @@ class StoredFile(models.Model):
         # objects a big delete queued.
         base_manager_name = "objects"
         indexes = [models.Index(fields=["public", "-created"], name="files_app_public_created")]
+        constraints = [
+            # A file lives in exactly one place: its large object or another storage.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(file__isnull=False, storage="", storage_name="")
+                    | (
+                        models.Q(file__isnull=True)
+                        & ~models.Q(storage="")
+                        & ~models.Q(storage_name="")
+                    )
+                ),
+                name="files_app_storedfile_one_home",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name or str(self.uuid)
@@ -171,9 +233,12 @@ class StoredFile(models.Model):
         # leaves no committed object behind (docs/design.md, "Large objects").
         with transaction.atomic(using=using):
             if update_fields is None or {"file", "content_type"} & set(update_fields):
+                moved = self.storage
                 self.describe_file(using)
+                if moved and not self.storage:  # a moved file replaced: its copy goes
+                    external.drain_after_commit(using)
                 if update_fields is not None:
-                    kwargs["update_fields"] = {*update_fields, "name", "size", "sha256"}
+                    kwargs["update_fields"] = {*update_fields, *DESCRIBED_FIELDS}
             elif DERIVED_FIELDS & set(update_fields):
                 raise ValueError(_derived_message(DERIVED_FIELDS & set(update_fields)))
             super().save(*args, **kwargs)
@@ -233,6 +298,9 @@ class StoredFile(models.Model):
             self._describe_type(None)  # the file is not being changed
             return
         file = self.file
+        if not file and self.storage:
+            self._describe_type(None)  # moved by files_move, which described it
+            return
         if not file:
             raise ValueError(f"{self!r} has no file: a stored file needs one.")
         upload_type = ""
@@ -242,6 +310,7 @@ class StoredFile(models.Model):
                 upload_type = upload.content_type or ""
             name = _fit(posixpath.basename(str(file.name or "")), NAME_LENGTH)
             file.save(name or "upload", upload, save=False)
+            self.storage = self.storage_name = ""  # a moved file replaced: back in the database
         oid = file.oid
         written = file.written if file.written and file.written.oid == oid else None
         if oid == self._described_oid and written is None:
@@ -267,9 +336,18 @@ class StoredFile(models.Model):
                 self.content_type = normal
                 return
         if head is None:
-            with self.file.open("rb") as opened:
+            with self.open_content() as opened:
                 head = opened.read(SNIFF_BYTES)
         self.content_type = content_type_for(upload_type, head, self.name)
+
+    def open_content(self) -> File[bytes]:
+        """Return the file's bytes opened for reading, wherever they are: its large object,
+        or the storage ``files_move`` took them to (read by ranges, in constant memory)."""
+        if self.storage:
+            from files_app.external import ExternalFile
+
+            return ExternalFile(self.storage, self.storage_name, self.size)
+        return self.file.open("rb")  # type: ignore[no-any-return]
 
     def _digest_of_existing(self, using: str) -> Digest:
         # Another row with the same object already describes it (rows are always true).
@@ -286,6 +364,24 @@ class StoredFile(models.Model):
             if twin is not None:
                 return Digest(twin[0], twin[1], opened.read(SNIFF_BYTES))
             return digest_chunks(opened.chunks())
+
+
+class PendingRemoval(models.Model):
+    """A file of another storage that a row let go of (deleted, replaced, moved back): it
+    is deleted from its storage after commit (see :func:`files_app.external.drain`).
+
+    A trigger fills the queue, whatever deleted or changed the row.
+    """
+
+    storage = models.CharField(max_length=100)
+    name = models.CharField(max_length=1024)
+    queued = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        verbose_name = "moved file waiting to be deleted"
+
+    def __str__(self) -> str:
+        return f"{self.name} in {self.storage}"
 
 
 class PendingUnlink(models.Model):

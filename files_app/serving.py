@@ -297,8 +297,8 @@ def _params(target: Target, guess: tuple[int, int]) -> tuple[Any, ...]:
 
 
 def _found(row: tuple[Any, ...] | None, guess: tuple[int, int]) -> _Found | None:
-    if row is None:
-        return None
+    if row is None or row[0] is None:
+        return None  # no such file, or one files_move took to another storage: the view's
     oid, size, name, content_type, sha256, updated, actual, data = row[:8]
     offset = first_read_offset(guess, int(size))
     return _Found(

@@ -60,11 +60,14 @@ def oid_from_name(name: str | None) -> int | None:
 
 
 class SizeMismatch(Exception):
-    """A large object does not have the size it was said to have."""
+    """A large object (or a moved file: ``what`` says which) does not have the size it was
+    said to have."""
 
-    def __init__(self, oid: int, expected: int, actual: int) -> None:
-        self.oid, self.expected, self.actual = oid, expected, actual
-        super().__init__(f"Large object {oid} holds {actual} bytes, not {expected}.")
+    def __init__(self, what: int | str, expected: int, actual: int) -> None:
+        self.oid = what if isinstance(what, int) else None
+        self.expected, self.actual = expected, actual
+        name = f"Large object {what}" if isinstance(what, int) else what
+        super().__init__(f"{name} holds {actual} bytes, not {expected}.")
 
 
 class LargeObjectIO(io.RawIOBase):
@@ -246,6 +249,10 @@ class LargeObjectFile(_BytesFile):
 
     def close(self) -> None:
         self.buffered.close()
+
+    def reopened(self) -> LargeObjectFile:
+        """Return this object again, its size read from the database."""
+        return LargeObjectFile(str(self.name), self.oid, self._storage, using=self.raw.using)
 
 
 class LargeObjectWriter:

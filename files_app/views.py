@@ -26,7 +26,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from files_app import lo, mediatypes, responder, serving, streaming
 from files_app.conf import app_settings
+from files_app.external import ExternalFile, StorageUnavailable
 from files_app.fields import default_large_object_storage
+from files_app.middleware import RETRY_AFTER
 from files_app.models import StoredFile
 from files_app.responder import Segment, content_disposition
 from files_app.sharing import LinkState, read_share_token
@@ -103,8 +105,8 @@ class LargeObjectView(View):
         """Return the object whose file is served; raise Http404 if there is none."""
         return None
 
-    def get_file(self) -> LargeObjectFile:
-        """Return the opened large object to serve."""
+    def get_file(self) -> LargeObjectFile | ExternalFile:
+        """Return the opened large object (or moved file) to serve."""
         raise NotImplementedError("LargeObjectView subclasses must implement get_file().")
 
     def get_filename(self) -> str:
@@ -137,6 +139,20 @@ class LargeObjectView(View):
         return self.cache_control
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return self._get(request)
+        except StorageUnavailable as exc:
+            # A file moved to another storage (files_move) that does not answer now.
+            logger.error("Storage unavailable while serving %s: %s", request.path, exc)
+            return HttpResponse(
+                b"Service unavailable: the storage holding this file cannot be reached. "
+                b"Try again in a few seconds.\n",
+                status=503,
+                content_type="text/plain; charset=utf-8",
+                headers={"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"},
+            )
+
+    def _get(self, request: HttpRequest) -> HttpResponseBase:
         self.object = self.get_object()
         try:
             self.file = self.get_file()
@@ -153,7 +169,7 @@ class LargeObjectView(View):
             # object behind the app's back. Serve what the object holds, without the
             # validators, which describe other bytes.
             logger.error("%s; serving its actual size.", exc)
-            self.file = LargeObjectFile(str(self.file.name), exc.oid, self.file._storage)
+            self.file = self.file.reopened()
             try:
                 size = self.file.size
             except FileNotFoundError as missing:
@@ -284,7 +300,7 @@ class StoredFileView(LargeObjectView):
             except self.model.DoesNotExist:
                 pass
             else:
-                if getattr(found, "files_app_actual_size", None) is not None:
+                if found.storage or getattr(found, "files_app_actual_size", None) is not None:
                     return found
         return get_object_or_404(self.with_first_read(queryset), **lookup)
 
@@ -315,7 +331,15 @@ class StoredFileView(LargeObjectView):
             ),
         )
 
-    def get_file(self) -> LargeObjectFile:
+    def get_file(self) -> LargeObjectFile | ExternalFile:
+        if self.object.storage:  # files_move took it to another storage
+            try:
+                return ExternalFile(
+                    self.object.storage, self.object.storage_name, self.object.size
+                )
+            except FileNotFoundError:
+                logger.error("%r is in a storage that is not in STORAGES.", self.object)
+                raise
         file = self.object.file
         oid = oid_from_name(file.name) if file else None
         storage = file.storage

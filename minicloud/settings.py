@@ -12,6 +12,7 @@ import importlib.util
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -180,10 +181,23 @@ if replica_url := os.environ.get("MINICLOUD_REPLICA_URL", "").strip():
     }
     FILES_APP_DOWNLOAD_DATABASE = "replica"
 
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "files_app.storage.LargeObjectStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Object storage that files_move can take files to ("manage.py files_move --to s3"):
+# MINICLOUD_S3_BUCKET, and MINICLOUD_S3_ENDPOINT_URL for a service other than AWS. The
+# credentials come from boto3's usual places (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
+if bucket := os.environ.get("MINICLOUD_S3_BUCKET", "").strip():
+    STORAGES["s3"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": os.environ.get("MINICLOUD_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("MINICLOUD_S3_REGION") or None,
+            "location": os.environ.get("MINICLOUD_S3_PREFIX", ""),
+        },
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from django.core.management.base import CommandError, CommandParser
@@ -11,7 +12,14 @@ from django.db.models import Model, QuerySet
 
 from files_app.conf import app_settings
 
-__all__ = ["INTERRUPTED", "add_database_argument", "database_alias", "pages"]
+__all__ = [
+    "INTERRUPTED",
+    "add_database_argument",
+    "database_alias",
+    "listed",
+    "pages",
+    "with_uuids",
+]
 
 # Exit status after Ctrl-C, as shells report a process killed by SIGINT.
 INTERRUPTED = 130
@@ -54,3 +62,27 @@ def pages(queryset: QuerySet[M]) -> Iterator[M]:
         if len(rows) < PAGE_SIZE:
             return
         last = rows[-1].pk
+
+
+def with_uuids(queryset: QuerySet[M], values: Sequence[str]) -> QuerySet[M]:
+    """Return the rows of ``queryset`` with these ``--uuid`` values (all rows for none);
+    raise CommandError for a value that is not a UUID or that no row has."""
+    if not values:
+        return queryset
+    wanted = set()
+    for value in values:
+        try:
+            wanted.add(uuid.UUID(value))
+        except ValueError:
+            raise CommandError(f"--uuid must be a UUID, not {value!r}.") from None
+    queryset = queryset.filter(uuid__in=wanted)
+    missing = sorted(str(u) for u in wanted - set(queryset.values_list("uuid", flat=True)))
+    if missing:
+        raise CommandError(f"No stored file has the UUID {', '.join(repr(u) for u in missing)}.")
+    return queryset
+
+
+def listed(items: Sequence[str]) -> str:
+    """Return the first three of ``items``, quoted, and how many more there are."""
+    shown = ", ".join(repr(item) for item in items[:3])
+    return shown + (f" and {len(items) - 3} more" if len(items) > 3 else "")

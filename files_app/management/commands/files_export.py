@@ -7,7 +7,6 @@ import fnmatch
 import hashlib
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, time, timedelta
 from typing import IO, Any
@@ -18,11 +17,14 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from files_app import external
 from files_app.management.options import (
     INTERRUPTED,
     add_database_argument,
     database_alias,
+    listed,
     pages,
+    with_uuids,
 )
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
@@ -167,10 +169,8 @@ class Command(BaseCommand):
         finally:
             progress.close()
         if failures:
-            listed = ", ".join(repr(u) for u in failures[:3])
-            more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
             raise CommandError(
-                f"Could not export {len(failures)} of {count} file(s): {listed}{more}."
+                f"Could not export {len(failures)} of {count} file(s): {listed(failures)}."
             )
         if self.verbosity >= 1:
             self.stderr.write(
@@ -179,16 +179,7 @@ class Command(BaseCommand):
             )
 
     def _select(self, using: str, options: dict[str, Any]) -> QuerySet[StoredFile]:
-        queryset = StoredFile.objects.using(using)
-        if options["uuid"]:
-            wanted = {self._uuid(value) for value in options["uuid"]}
-            queryset = queryset.filter(uuid__in=wanted)
-            found = set(queryset.values_list("uuid", flat=True))
-            missing = sorted(str(u) for u in wanted - found)
-            if missing:
-                raise CommandError(
-                    f"No stored file has the UUID {', '.join(repr(u) for u in missing)}."
-                )
+        queryset = with_uuids(StoredFile.objects.using(using), options["uuid"])
         if options["since"]:
             since, _ = self._moment(options["since"], "--since")
             queryset = queryset.filter(created__gte=since)
@@ -199,12 +190,6 @@ class Command(BaseCommand):
             else:
                 queryset = queryset.filter(created__lte=until)
         return queryset
-
-    def _uuid(self, value: str) -> uuid.UUID:
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            raise CommandError(f"--uuid must be a UUID, not {value!r}.") from None
 
     def _moment(self, value: str, option: str) -> tuple[datetime, bool]:
         """Return the aware date-time ``value`` names, and whether it was a whole day."""
@@ -265,7 +250,7 @@ class Command(BaseCommand):
 
     def _copy(self, stored: StoredFile, out: IO[bytes]) -> None:
         digest, size = hashlib.sha256(), 0
-        for chunk in self._read(stored.file.oid):
+        for chunk in self._read(stored):
             out.write(chunk)
             digest.update(chunk)
             size += len(chunk)
@@ -277,7 +262,19 @@ class Command(BaseCommand):
                 f"{stored.sha256 or '(unknown)'}"
             )
 
-    def _read(self, oid: int | None) -> Iterator[bytes]:
+    def _read(self, stored: StoredFile) -> Iterator[bytes]:
+        if stored.storage:  # moved by files_move
+            try:
+                with stored.open_content() as source:
+                    yield from source.chunks()
+            except FileNotFoundError:
+                raise _Failed(
+                    f"{stored.storage_name!r} is missing from the storage {stored.storage!r}"
+                ) from None
+            except external.StorageUnavailable as exc:
+                raise _Failed(str(exc)) from None
+            return
+        oid = stored.file.oid
         try:
             with self.storage.open(str(oid)) as source:
                 yield from source.chunks()

@@ -17,12 +17,10 @@ from django.db import DatabaseError, connections, router
 from django.urls import NoReverseMatch
 
 from files_app.conf import app_settings
+from files_app.management.options import INTERRUPTED, listed
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
 from files_app.storage import LargeObjectStorage
-
-# Exit status after Ctrl-C, as shells report a process killed by SIGINT.
-INTERRUPTED = 130
 
 
 class _ProgressFile(File):  # type: ignore[type-arg]
@@ -256,10 +254,8 @@ class Command(BaseCommand):
 
     def _summary(self) -> None:
         if self.failures:
-            listed = ", ".join(repr(p) for p in self.failures[:3])
-            more = f" and {len(self.failures) - 3} more" if len(self.failures) > 3 else ""
             raise CommandError(
-                f"Could not import {len(self.failures)} file(s): {listed}{more}; "
+                f"Could not import {len(self.failures)} file(s): {listed(self.failures)}; "
                 f"{self.stored} file(s) were imported."
             )
         if self.verbosity >= 1:

@@ -53,9 +53,19 @@ class Command(BaseCommand):
         files = StoredFile.objects.using(using)
         totals = files.aggregate(count=Count("pk"), size=Sum("size"))
         largest = files.order_by("-size", "pk").values("uuid", "name", "size")[:top]
+        elsewhere = (
+            files.exclude(storage="")
+            .values("storage")
+            .annotate(count=Count("pk"), size=Sum("size"))
+            .order_by("storage")
+        )
         return {
             "database": using,
             "stored_files": {"count": totals["count"], "bytes": totals["size"] or 0},
+            # Files files_move took out of large objects, by STORAGES alias.
+            "moved_files": {
+                row["storage"]: {"count": row["count"], "bytes": row["size"]} for row in elsewhere
+            },
             "largest": [
                 {"uuid": str(row["uuid"]), "name": row["name"], "bytes": row["size"]}
                 for row in largest
@@ -79,6 +89,11 @@ class Command(BaseCommand):
         lines = [
             f"Database:            {stats['database']}",
             f"Stored files:        {files['count']}, {_size(files['bytes'])}",
+            *(
+                f"  in storage {alias!r}: {moved['count']}, {_size(moved['bytes'])} "
+                "(moved by files_move)"
+                for alias, moved in stats["moved_files"].items()
+            ),
             f"Large objects:       {objects['total']} in the database, "
             f"{objects['files_app']} created by files_app",
             f"Unreferenced:        {objects['unreferenced']} of files_app's large objects "

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from files_app import maintenance
+from files_app import external, maintenance
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
+from files_app.models import PendingRemoval
 
 # More unlinks than this in one transaction can exhaust the lock table (docs/design.md,
 # "Large objects").
@@ -62,6 +63,14 @@ class Command(BaseCommand):
             drained = maintenance.drain(using, batch=min(batch_size, maintenance.BATCH))
             if drained:
                 self.stdout.write(f"Freed {drained} large object(s) queued by deletes.")
+            removed = external.drain(using)
+            if removed:
+                self.stdout.write(f"Deleted {removed} moved file(s) their rows let go of.")
+            if left := PendingRemoval.objects.using(using).count():
+                self.stderr.write(
+                    f"{left} moved file(s) could not be deleted from their storage yet "
+                    "(logged): they stay queued for the next sweep."
+                )
         found = freed = total_bytes = 0
         for candidates in maintenance.unreferenced(using, grace=grace):
             for start in range(0, len(candidates), batch_size):

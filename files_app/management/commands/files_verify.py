@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Any
 
+from django.core.files.base import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from django.db.models import QuerySet, Sum
 
 from files_app.conf import app_settings
+from files_app.external import StorageUnavailable
 from files_app.management.options import (
     INTERRUPTED,
     add_database_argument,
     database_alias,
     pages,
+    with_uuids,
 )
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
-from files_app.storage import LargeObjectFile, LargeObjectStorage
+from files_app.storage import LargeObjectStorage
 
 
 class Command(BaseCommand):
@@ -44,7 +46,7 @@ class Command(BaseCommand):
         using = database_alias(options["database"], "nothing to verify")
         self.using = using
         self.verbosity = options["verbosity"]
-        queryset = self._select(using, options["uuid"])
+        queryset = with_uuids(StoredFile.objects.using(using), options["uuid"])
         total = queryset.aggregate(total=Sum("size"))["total"] or 0
         self.progress = Progress(self.stderr, total)
         try:
@@ -101,37 +103,30 @@ class Command(BaseCommand):
             ) from None
         return counts
 
-    def _select(self, using: str, uuids: list[str]) -> QuerySet[StoredFile]:
-        queryset = StoredFile.objects.using(using)
-        if not uuids:
-            return queryset
-        wanted = set()
-        for value in uuids:
-            try:
-                wanted.add(uuid.UUID(value))
-            except ValueError:
-                raise CommandError(f"--uuid must be a UUID, not {value!r}.") from None
-        queryset = queryset.filter(uuid__in=wanted)
-        missing = sorted(str(u) for u in wanted - set(queryset.values_list("uuid", flat=True)))
-        if missing:
-            raise CommandError(
-                f"No stored file has the UUID {', '.join(repr(u) for u in missing)}."
-            )
-        return queryset
-
     def _verify(self, stored: StoredFile) -> str | None:
         """Return None if intact, "missing", "mismatch", or "changed" (edited meanwhile)."""
         oid = stored.file.oid
+        where = (
+            f"its file {stored.storage_name!r} in the storage {stored.storage!r}"
+            if stored.storage
+            else f"its large object {oid}"
+        )
         try:
-            if oid is None:
+            if stored.storage:  # moved by files_move
+                opened: File[bytes] = stored.open_content()
+            elif oid is None:
                 raise FileNotFoundError
-            opened = LargeObjectStorage(using=self.using).open(str(oid))
+            else:
+                opened = LargeObjectStorage(using=self.using).open(str(oid))
             size = opened.size
             digest = self._hash(opened)
         except FileNotFoundError:
             if self._changed(stored):
                 return "changed"
-            self._report(stored, f"its large object {oid} does not exist")
+            self._report(stored, f"{where} does not exist")
+            return "missing"
+        except StorageUnavailable as exc:
+            self._report(stored, f"{where} cannot be read: {exc}")
             return "missing"
         if size == stored.size and (not stored.sha256 or digest == stored.sha256):
             return None
@@ -139,12 +134,12 @@ class Command(BaseCommand):
             return "changed"
         self._report(
             stored,
-            f"its large object {oid} holds {size} bytes with SHA-256 {digest}; "
+            f"{where} holds {size} bytes with SHA-256 {digest}; "
             f"{stored.size} bytes with SHA-256 {stored.sha256 or '(unknown)'} were stored",
         )
         return "mismatch"
 
-    def _hash(self, opened: LargeObjectFile) -> str:
+    def _hash(self, opened: File[bytes]) -> str:
         digest = hashlib.sha256()
         with opened:
             for data in opened.chunks(app_settings.CHUNK_SIZE):
@@ -155,7 +150,9 @@ class Command(BaseCommand):
     def _changed(self, stored: StoredFile) -> bool:
         # A file replaced or deleted while it was read is not damage: its row moved on.
         current = StoredFile.objects.using(self.using).filter(pk=stored.pk)
-        return not current.filter(file=stored.file.oid, size=stored.size).exists()
+        return not current.filter(
+            file=stored.file.oid, storage_name=stored.storage_name, size=stored.size
+        ).exists()
 
     def _report(self, stored: StoredFile, problem: str) -> None:
         self.progress.write(

@@ -1,0 +1,315 @@
+"""Stored files kept in another Django storage (S3, the file system) after ``files_move``:
+ranged reads in constant memory, for the views, the commands and the move itself.
+
+``storage.open()`` is not enough: django-storages' ``S3File`` downloads the whole object
+into a temporary file on its first read. On an ``S3Storage`` each run of consecutive reads
+is one ``GET`` with a ``Range`` header, read as it arrives; any other storage must open its
+files seekable (``FileSystemStorage`` does), and is read by ``seek()`` and ``read()``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.core.files.base import File
+from django.core.files.storage import InvalidStorageError, Storage, storages
+from django.db import transaction
+
+from files_app import streaming
+from files_app.conf import app_settings
+from files_app.responder import Segment
+from files_app.storage import SizeMismatch
+
+if TYPE_CHECKING:
+    _BytesFile = File[bytes]
+else:
+    _BytesFile = File
+
+__all__ = [
+    "ExternalFile",
+    "ExternalIO",
+    "StorageUnavailable",
+    "drain",
+    "drain_after_commit",
+    "get_storage",
+    "is_s3",
+    "reader",
+]
+
+logger = logging.getLogger("files_app")
+
+# Queued removals handled per transaction by drain().
+BATCH = 100
+
+
+class StorageUnavailable(OSError):
+    """The storage holding a moved file did not answer (a network or service error)."""
+
+
+def get_storage(alias: str) -> Storage:
+    """Return the storage of ``STORAGES[alias]``; FileNotFoundError if there is none (a row
+    names a storage the settings no longer have: its bytes cannot be reached)."""
+    try:
+        return storages[alias]
+    except InvalidStorageError as exc:
+        raise FileNotFoundError(f"The storage {alias!r} is not in STORAGES.") from exc
+
+
+def is_s3(storage: Storage) -> bool:
+    """Return whether ``storage`` is a django-storages ``S3Storage``."""
+    try:
+        from storages.backends.s3 import S3Storage
+    except ImportError:  # boto3 is not installed: no storage can be an S3Storage
+        return False
+    return isinstance(storage, S3Storage)
+
+
+def _read_exactly(file: Any, length: int) -> bytes:
+    parts, wanted = [], length
+    while wanted > 0:
+        data = file.read(wanted)
+        if not data:
+            break
+        parts.append(data)
+        wanted -= len(data)
+    return b"".join(parts)
+
+
+class Reader:
+    """Reads by offset from one file of a storage that opens seekable files."""
+
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.storage, self.name = storage, name
+
+    def size(self) -> int:
+        """Return the file's size; FileNotFoundError if it does not exist."""
+        return int(self.storage.size(self.name))
+
+    def read_with_size(self, offset: int, length: int) -> tuple[bytes, int]:
+        """Return up to ``length`` bytes at ``offset``, and the file's size."""
+        with self.storage.open(self.name, "rb") as opened:
+            opened.seek(offset)
+            return _read_exactly(opened, length), int(opened.size)
+
+    def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
+        """Yield the bytes of each ``(offset, length)`` piece, the file opened once."""
+        with self.storage.open(self.name, "rb") as opened:
+            position = 0
+            for offset, length in pieces:
+                if offset != position:
+                    opened.seek(offset)
+                data = _read_exactly(opened, length)
+                position = offset + len(data)
+                yield data
+
+
+class S3Reader(Reader):
+    """Reads an object of an ``S3Storage`` with ranged ``GET``s, streamed as they arrive."""
+
+    def __init__(self, storage: Storage, name: str) -> None:
+        from storages.utils import clean_name
+
+        super().__init__(storage, name)
+        s3: Any = storage
+        self.client = s3.connection.meta.client
+        self.bucket = s3.bucket_name
+        self.key = s3._normalize_name(clean_name(name))
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, Key=self.key, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{self.key!r} is not in bucket {self.bucket!r}.") from exc
+            if code == "InvalidRange":
+                return None  # at or past the end (an empty object has no byte 0)
+            raise StorageUnavailable(f"S3 answered {code}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 cannot be reached: {exc}") from exc
+
+    def _get(self, offset: int, end: int | str = "") -> Any:
+        return self._call("get_object", Range=f"bytes={offset}-{end}")
+
+    def size(self) -> int:
+        return int(self._call("head_object")["ContentLength"])
+
+    def read_with_size(self, offset: int, length: int) -> tuple[bytes, int]:
+        answer = self._get(offset, offset + length - 1) if length > 0 else None
+        if answer is None:
+            return b"", self.size()
+        with answer["Body"] as body:
+            data = _read_exactly(body, length)
+        return data, int(answer["ContentRange"].rsplit("/", 1)[1])
+
+    def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
+        # Consecutive pieces come from one open-ended GET, read as they are needed; a gap
+        # (the next range of a multipart answer) starts another.
+        body: Any = None
+        position = -1
+        try:
+            for offset, length in pieces:
+                if body is None or offset != position:
+                    if body is not None:
+                        body.close()
+                    answer = self._get(offset)
+                    body = answer["Body"] if answer is not None else io.BytesIO()
+                data = _read_exactly(body, length)
+                position = offset + len(data)
+                yield data
+        finally:
+            if body is not None:
+                body.close()
+
+
+def reader(storage: Storage, name: str) -> Reader:
+    """Return the reader for ``name`` in ``storage``."""
+    return S3Reader(storage, name) if is_s3(storage) else Reader(storage, name)
+
+
+class ExternalIO(io.RawIOBase):
+    """What the views read a moved file through: :class:`files_app.storage.LargeObjectIO`'s
+    interface over a file of another storage. ``size`` is taken on trust until
+    :meth:`read_first` or :meth:`check_size` compares it with the file."""
+
+    def __init__(self, storage: Storage, name: str, size: int | None = None) -> None:
+        self.storage, self.name = storage, name
+        self.reader = reader(storage, name)
+        self._size = size
+        self._size_checked = False
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._size = self.reader.size()
+            self._size_checked = True
+        return self._size
+
+    def read_first(self, offset: int, length: int) -> bytes:
+        """Return the bytes at ``offset``, checking the size in the same request."""
+        data, actual = self.reader.read_with_size(offset, length)
+        self._check(actual)
+        return data
+
+    def check_size(self) -> None:
+        """Raise SizeMismatch if the file's size is not the one given."""
+        if not self._size_checked:
+            self._check(self.reader.size())
+
+    def _check(self, actual: int) -> None:
+        if self._size is None:
+            self._size = actual
+        self._size_checked = True
+        if actual != self._size:
+            raise SizeMismatch(f"File {self.name!r} of {self.storage!r}", self._size, actual)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data, _ = self.reader.read_with_size(self._pos, len(view))
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
+        return self.reader.read_pieces(pieces)
+
+    def stream(
+        self, segments: Sequence[Segment], chunk: int, first: bytes
+    ) -> Generator[bytes, None, None]:
+        """Yield a planned body (files_app.streaming.stream), ``first`` read already."""
+        return streaming.stream(self.read_pieces, segments, chunk, first)
+
+    def astream(
+        self, segments: Sequence[Segment], chunk: int, first: bytes
+    ) -> AsyncIterator[bytes]:
+        """:meth:`stream` for ASGI, each read handed to the request's thread."""
+        return streaming.astream(self.read_pieces, segments, chunk, first)
+
+
+class ExternalFile(_BytesFile):
+    """A moved stored file, read lazily from its storage."""
+
+    def __init__(self, alias: str, name: str, size: int | None = None) -> None:
+        self.alias = alias
+        self.raw = ExternalIO(get_storage(alias), name, size)
+        super().__init__(io.BufferedReader(self.raw, app_settings.CHUNK_SIZE), name)
+        self.mode = "rb"
+
+    @property
+    def size(self) -> int:
+        return self.raw.size
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Yield the whole file in chunks, in constant memory."""
+        chunk_size = chunk_size or app_settings.CHUNK_SIZE
+        size = self.size
+        offsets = range(0, size, chunk_size)
+        pieces = ((offset, min(chunk_size, size - offset)) for offset in offsets)
+        yield from self.raw.read_pieces(pieces)
+
+    def reopened(self) -> ExternalFile:
+        """Return this file again, its size read from the storage."""
+        return ExternalFile(self.alias, str(self.name))
+
+
+def drain(using: str, *, batch: int = BATCH) -> int:
+    """Delete the files that rows let go of (deleted, replaced or moved back) from their
+    storages, unless a row names them again; return how many were deleted.
+
+    A file whose storage fails stays queued for the next drain (``files_sweep``).
+    """
+    from files_app.models import PendingRemoval, StoredFile
+
+    removed, failed = 0, set[int]()
+    while True:
+        with transaction.atomic(using=using):
+            queued = list(
+                PendingRemoval.objects.using(using)
+                .exclude(pk__in=failed)
+                .select_for_update(skip_locked=True)
+                .order_by("pk")[:batch]
+            )
+            if not queued:
+                return removed
+            for item in queued:
+                named = StoredFile._default_manager.using(using).filter(
+                    storage=item.storage, storage_name=item.name
+                )
+                try:
+                    if not named.exists():
+                        get_storage(item.storage).delete(item.name)
+                        removed += 1
+                except Exception:  # a storage's own errors (network, permissions)
+                    logger.exception(
+                        "Could not delete %r from the storage %r; it stays queued.",
+                        item.name,
+                        item.storage,
+                    )
+                    failed.add(item.pk)
+                    continue
+                item.delete()
+
+
+def drain_after_commit(using: str) -> None:
+    """Drain the queue of removals once the current transaction commits."""
+    transaction.on_commit(lambda: drain(using), using=using)

@@ -1,0 +1,228 @@
+"""Issue 14, part 4: minicloud's files moved to S3 (django-storages' S3Storage against moto's
+S3 emulator on 127.0.0.1) with ``manage.py files_move``, and back. Served with ranges by
+gunicorn and uvicorn from the bucket, private files and share links included; a move killed
+part-way leaves every file where it was and finishes when run again; a stopped S3 is a 503.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.moto import BUCKET, Moto, running_moto
+from tests.reliability.conftest import MiB, OwnDatabase, manage, share_link
+from tests.servers import MINICLOUD_ENV, ROOT, SERVER_KINDS, Reply, Server, request, running_server
+
+pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
+
+DATA = random.Random(41).randbytes(3 * MiB + 777)
+BIG = random.Random(42).randbytes(64 * MiB + 3)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    with running_moto() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def moved(own_database: OwnDatabase, moto: Moto) -> dict[str, str]:
+    """Store a public and a private file, move both to S3; return their UUIDs."""
+    own_database.sessions({"s3-owner": "user"})
+    files = {
+        "public": own_database.store("public.bin", DATA),
+        "private": own_database.store("private.bin", DATA[::-1], public=False, owner="s3-owner"),
+    }
+    objects = _large_objects(own_database)
+    dry = manage(own_database.url, "files_move", "--to", "s3", "--dry-run", env=moto.env)
+    assert dry.returncode == 0, dry.stderr
+    assert "Would move 2 file(s)" in dry.stderr
+    assert moto.objects() == {}
+    result = manage(own_database.url, "files_move", "--to", "s3", env=moto.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(files.values())
+    rows = own_database.execute(
+        "SELECT uuid::text, file, storage, storage_name FROM files_app_storedfile"
+    )
+    expected = dict.fromkeys(files.values(), (None, "s3"))
+    assert {row[0]: (row[1], row[2]) for row in rows} == expected
+    bucket = moto.objects()
+    assert sorted(bucket.values()) == sorted([DATA, DATA[::-1]])
+    assert sorted(bucket) == sorted(row[3] for row in rows)
+    assert _large_objects(own_database) == objects - 2  # the sources were freed
+    return files
+
+
+def header(reply: Reply, name: str) -> str | None:
+    return next((v for k, v in reply.headers if k.lower() == name.lower()), None)
+
+
+def _large_objects(database: OwnDatabase) -> int:
+    return int(database.execute("SELECT count(*) FROM pg_largeobject_metadata")[0][0])
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def server(
+    request: pytest.FixtureRequest, own_database: OwnDatabase, moto: Moto
+) -> Iterator[Server]:
+    with running_server(request.param, own_database.url, project="minicloud", env=moto.env) as s:
+        yield s
+        s.check_alive()
+        assert "Traceback" not in s.output(), s.output()
+
+
+def test_moved_files_are_served_from_the_bucket_with_ranges(
+    server: Server, moved: dict[str, str], own_database: OwnDatabase, moto: Moto
+) -> None:
+    path = f"/files/{moved['public']}/public.bin"
+    whole = request(server, "GET", path)
+    assert (whole.status, whole.body) == (200, DATA)
+    etag = header(whole, "ETag")
+    assert etag == f'"{hashlib.sha256(DATA).hexdigest()}"'
+    for asked, start, stop in (
+        ("bytes=0-0", 0, 1),
+        ("bytes=-1000", len(DATA) - 1000, len(DATA)),
+        ("bytes=1048000-2100000", 1048000, 2100001),
+        (f"bytes={len(DATA) - 5}-", len(DATA) - 5, len(DATA)),
+    ):
+        part = request(server, "GET", path, {"Range": asked})
+        assert (part.status, part.body) == (206, DATA[start:stop]), asked
+        assert header(part, "Content-Range") == f"bytes {start}-{stop - 1}/{len(DATA)}"
+    multi = request(server, "GET", path, {"Range": "bytes=0-99,2000000-2000099"})
+    assert multi.status == 206
+    assert DATA[:100] in multi.body and DATA[2000000:2000100] in multi.body
+    assert request(server, "GET", path, {"Range": f"bytes={len(DATA)}-"}).status == 416
+    assert request(server, "GET", path, {"If-None-Match": str(etag)}).status == 304
+    head = request(server, "HEAD", path)
+    assert (head.status, header(head, "Content-Length"), head.body) == (200, str(len(DATA)), b"")
+    # Private: its owner's session, not anyone; a share link for anyone.
+    private = f"/files/{moved['private']}/private.bin"
+    assert request(server, "GET", private).status == 404
+    session = own_database.sessions({"s3-owner": "user"})["s3-owner"]
+    cookie = f"sessionid={session}"
+    owned = request(server, "GET", private, {"Cookie": cookie, "Range": "bytes=-9"})
+    assert (owned.status, owned.body) == (206, DATA[::-1][-9:])
+    link = share_link(own_database.url, moved["private"], "private.bin", env=moto.env)
+    shared = request(server, "GET", link)
+    assert (shared.status, shared.body) == (200, DATA[::-1])
+
+
+def test_curl_and_wget_resume_from_the_bucket(
+    server: Server, moved: dict[str, str], tmp_path: os.PathLike[str]
+) -> None:
+    url = f"http://127.0.0.1:{server.port}/files/{moved['public']}/public.bin"
+    curl, wget = shutil.which("curl"), shutil.which("wget")
+    assert curl and wget, "curl and wget are installed with the project's test tools"
+    target = os.path.join(tmp_path, "public.bin")
+    with open(target, "wb") as half:
+        half.write(DATA[: len(DATA) // 3])
+    subprocess.run([curl, "-sf", "-C", "-", "-o", target, url], check=True, timeout=60)
+    with open(target, "rb") as done:
+        assert done.read() == DATA
+    with open(target, "wb") as half:
+        half.write(DATA[:12345])
+    result = subprocess.run(
+        [wget, "-c", "-S", "-O", target, url], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "206 Partial Content" in result.stderr  # wget resumed
+    with open(target, "rb") as done:
+        assert done.read() == DATA
+
+
+def test_a_killed_move_leaves_the_file_in_place_and_finishes_when_run_again(
+    own_database: OwnDatabase, moto: Moto, moved: dict[str, str]
+) -> None:
+    big = own_database.store("big.bin", BIG)
+    env = {**os.environ, **MINICLOUD_ENV, **moto.env, "DATABASE_URL": own_database.url}
+    client = moto.client()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "files_move", "--to", "s3", "--uuid", big],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Killed once its multipart upload to the bucket is under way.
+        deadline = time.monotonic() + 120
+        while not client.list_multipart_uploads(Bucket=BUCKET).get("Uploads"):
+            assert process.poll() is None, "the move ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    [(file, storage)] = own_database.execute(
+        "SELECT file, storage FROM files_app_storedfile WHERE uuid = %s", (big,)
+    )
+    assert file is not None and storage == ""  # still in its large object, still served
+    result = manage(own_database.url, "files_move", "--to", "s3", "--uuid", big, env=moto.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split()[0] == big
+    [(file, storage, name)] = own_database.execute(
+        "SELECT file, storage, storage_name FROM files_app_storedfile WHERE uuid = %s", (big,)
+    )
+    assert (file, storage) == (None, "s3")
+    body = client.get_object(Bucket=BUCKET, Key=name)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(BIG).hexdigest()
+
+
+def test_files_move_back_into_large_objects(
+    own_database: OwnDatabase, moto: Moto, moved: dict[str, str]
+) -> None:
+    data = DATA[: MiB + 1]
+    stored = own_database.store("round-trip.bin", data)
+    there = manage(own_database.url, "files_move", "--to", "s3", "--uuid", stored, env=moto.env)
+    assert there.returncode == 0, there.stdout + there.stderr
+    [(key,)] = own_database.execute(
+        "SELECT storage_name FROM files_app_storedfile WHERE uuid = %s", (stored,)
+    )
+    assert moto.objects()[key] == data
+    back = manage(
+        own_database.url, "files_move", "--to", "large-objects", "--uuid", stored, env=moto.env
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    [(storage, content)] = own_database.execute(
+        "SELECT storage, lo_get(file) FROM files_app_storedfile WHERE uuid = %s", (stored,)
+    )
+    assert (storage, bytes(content)) == ("", data)
+    assert key not in moto.objects()  # the copy was deleted once its row let go of it
+    verify = manage(own_database.url, "files_verify", env=moto.env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_stopped_s3_is_a_503_and_the_move_says_so(own_database: OwnDatabase) -> None:
+    with running_moto() as moto:
+        stored = own_database.store("stranded.bin", DATA[:1000])
+        result = manage(
+            own_database.url, "files_move", "--to", "s3", "--uuid", stored, env=moto.env
+        )
+        assert result.returncode == 0, result.stderr
+        with running_server("gunicorn", own_database.url, project="minicloud", env=moto.env) as s:
+            moto.process.send_signal(signal.SIGTERM)
+            moto.process.wait(10)
+            reply = request(s, "GET", f"/files/{stored}/stranded.bin")
+            assert reply.status == 503
+            assert header(reply, "Retry-After")
+            assert b"storage holding this file cannot be reached" in reply.body
+            assert "Traceback" not in s.output(), s.output()
+        back = manage(
+            own_database.url, "files_move", "--to", "large-objects", "--uuid", stored, env=moto.env
+        )
+        assert back.returncode == 1
+        assert "Could not move 1 of 1 file(s)" in back.stderr
+        [(storage,)] = own_database.execute(
+            "SELECT storage FROM files_app_storedfile WHERE uuid = %s", (stored,)
+        )
+        assert storage == "s3"  # left where it was
+        own_database.execute("DELETE FROM files_app_storedfile WHERE uuid = %s", (stored,))

@@ -1,0 +1,470 @@
+"""files_move (issue 14, part 4): stored files moved from large objects to another Django
+storage (here the file system; S3 in tests/reliability/test_move_s3.py) and back: verified
+before the source goes, restartable, served with ranges from wherever they are."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.config import Config  # type: ignore[import-untyped]
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
+from django.test import Client
+
+from files_app import external
+from files_app.models import PendingRemoval, StoredFile, StoredFileQuerySet
+from tests.moto import BUCKET, CREDENTIALS, Moto, running_moto
+from tests.servers import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DATA = random.Random(14).randbytes(3 * 1024 * 1024 + 5)  # several chunks, an odd end
+
+
+class CorruptingStorage(FileSystemStorage):
+    """Writes every file with its first byte changed: a copy that fails verification."""
+
+    def _save(self, name: str, content: Any) -> str:
+        data = b"".join(content.chunks())
+        saved: str = super()._save(name, ContentFile(bytes([data[0] ^ 1]) + data[1:]))  # type: ignore[misc]
+        return saved
+
+
+@pytest.fixture
+def elsewhere(settings: Any, tmp_path: Path) -> Path:
+    """A file-system storage under ``STORAGES["elsewhere"]``; return its directory."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "elsewhere": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "moved")},
+        },
+        "corrupting": {
+            "BACKEND": "tests.test_move.CorruptingStorage",
+            "OPTIONS": {"location": str(tmp_path / "corrupt")},
+        },
+    }
+    return tmp_path / "moved"
+
+
+def move(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("files_move", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def raw_update(stored: StoredFile, assignments: str) -> None:
+    """Change a row behind the model's back, as another program could."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE files_app_storedfile SET {assignments} WHERE id = %s", [stored.pk])
+
+
+def files_in(directory: Path) -> list[Path]:
+    return sorted(path for path in directory.rglob("*") if path.is_file())
+
+
+@pytest.fixture
+def stored(store: Callable[..., StoredFile]) -> StoredFile:
+    return store(DATA, name="film.bin", content_type="video/mp4")
+
+
+def test_move_out_and_back(
+    elsewhere: Path, stored: StoredFile, lo_count: Callable[[], int]
+) -> None:
+    objects = lo_count()
+    out, err = move("--to", "elsewhere")
+    stored.refresh_from_db()
+    assert (stored.file.name, stored.storage) == (None, "elsewhere")
+    assert out == f"{stored.uuid}  elsewhere:{stored.storage_name}\n"
+    assert "Moved 1 file(s)" in err
+    [copy] = files_in(elsewhere)
+    assert copy.read_bytes() == DATA
+    assert lo_count() == objects - 1  # the source was freed
+    # Size, hash and type still describe it.
+    assert (stored.size, stored.sha256) == (len(DATA), hashlib.sha256(DATA).hexdigest())
+    # Nothing left to move.
+    assert move("--to", "elsewhere")[0] == ""
+
+    out, _ = move("--to", "large-objects")
+    stored.refresh_from_db()
+    assert (stored.storage, stored.storage_name) == ("", "")
+    assert out == f"{stored.uuid}  large-objects:{stored.file.oid}\n"
+    with stored.file.open() as opened:
+        assert opened.read() == DATA
+    assert files_in(elsewhere) == []  # the copy it left was deleted after commit
+    assert lo_count() == objects
+    assert not PendingRemoval.objects.exists()
+
+
+def test_dry_run_changes_nothing(elsewhere: Path, stored: StoredFile) -> None:
+    out, err = move("--to", "elsewhere", "--dry-run")
+    assert out.startswith(f"{stored.uuid}  large-objects -> elsewhere  3.0 MiB  film.bin")
+    assert "Would move 1 file(s), 3.0 MiB" in err
+    stored.refresh_from_db()
+    assert stored.file and not stored.storage
+    assert files_in(elsewhere) == []
+
+
+def test_selection_by_uuid_and_size(
+    elsewhere: Path, stored: StoredFile, store: Callable[..., StoredFile]
+) -> None:
+    small = store(b"small", name="small.txt")
+    move("--to", "elsewhere", "--min-size", "1000")
+    assert StoredFile.objects.get(pk=small.pk).storage == ""
+    move("--to", "elsewhere", "--uuid", str(small.uuid))
+    assert StoredFile.objects.get(pk=small.pk).storage == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to", "nowhere"], "--to 'nowhere' is not in STORAGES"),
+        (["--to", "default"], "keeps large objects: use --to large-objects"),
+        (["--to", "elsewhere", "--uuid", "nope"], "--uuid must be a UUID"),
+        (["--to", "elsewhere", "--min-size", "-1"], "--min-size must be 0 or more"),
+    ],
+)
+def test_bad_options_are_command_errors(elsewhere: Path, args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        move(*args)
+
+
+def test_a_copy_that_does_not_verify_leaves_the_file_where_it_was(
+    elsewhere: Path, stored: StoredFile, tmp_path: Path
+) -> None:
+    with pytest.raises(CommandError, match="Could not move 1 of 1 file"):
+        move("--to", "corrupting")
+    stored.refresh_from_db()
+    assert stored.file and not stored.storage
+    with stored.file.open() as opened:
+        assert hashlib.sha256(opened.read()).hexdigest() == stored.sha256
+    assert files_in(tmp_path / "corrupt") == []  # the bad copy was deleted
+
+
+def test_a_run_again_replaces_a_partial_copy_and_reuses_a_complete_one(
+    elsewhere: Path, stored: StoredFile, store: Callable[..., StoredFile], monkeypatch: Any
+) -> None:
+    # What an interrupted run leaves: a partial copy under the name the move uses.
+    other = store(DATA[::-1], name="other.bin")
+    partial = elsewhere / str(stored.uuid) / "film.bin"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(DATA[: len(DATA) // 2])
+    complete = elsewhere / str(other.uuid) / "other.bin"
+    complete.parent.mkdir(parents=True)
+    complete.write_bytes(DATA[::-1])
+    saved: list[str] = []
+    original = FileSystemStorage.save
+
+    def save(self: FileSystemStorage, name: str, *args: Any, **kwargs: Any) -> str:
+        saved.append(name)
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystemStorage, "save", save)
+    move("--to", "elsewhere")
+    assert saved == [f"{stored.uuid}/film.bin"]  # the complete copy was not written again
+    for row, data in ((stored, DATA), (other, DATA[::-1])):
+        row.refresh_from_db()
+        assert row.storage == "elsewhere"
+        assert (elsewhere / row.storage_name).read_bytes() == data
+    assert len(files_in(elsewhere)) == 2
+
+
+def test_relocate_refuses_a_row_replaced_meanwhile(elsewhere: Path, stored: StoredFile) -> None:
+    loaded = StoredFile.objects.get(pk=stored.pk)
+    stored.file = ContentFile(b"new bytes", name="new.txt")
+    stored.save()
+    assert not StoredFile.objects.relocate(loaded, None, "elsewhere", "x")
+    stored.refresh_from_db()
+    assert stored.file and not stored.storage
+
+
+def test_a_row_lives_in_exactly_one_place(stored: StoredFile) -> None:
+    for change in ("storage = 'elsewhere', storage_name = 'x'", "file = NULL"):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            raw_update(stored, change)
+
+
+@pytest.fixture
+def moved(elsewhere: Path, stored: StoredFile) -> StoredFile:
+    move("--to", "elsewhere")
+    stored.refresh_from_db()
+    return stored
+
+
+def test_views_serve_a_moved_file_with_ranges(moved: StoredFile, client: Client) -> None:
+    url = moved.get_absolute_url()
+    whole = client.get(url)
+    assert whole.status_code == 200
+    assert whole["Content-Length"] == str(len(DATA))
+    assert b"".join(whole.streaming_content) == DATA  # type: ignore[attr-defined]
+    etag = whole["ETag"]
+    assert etag == f'"{hashlib.sha256(DATA).hexdigest()}"'  # as before the move
+    tail = client.get(url, HTTP_RANGE="bytes=-100")
+    assert tail.status_code == 206
+    assert b"".join(tail.streaming_content) == DATA[-100:]  # type: ignore[attr-defined]
+    middle = client.get(url, HTTP_RANGE="bytes=1048570-2097160")
+    assert middle["Content-Range"] == f"bytes 1048570-2097160/{len(DATA)}"
+    assert b"".join(middle.streaming_content) == DATA[1048570:2097161]  # type: ignore[attr-defined]
+    multi = client.get(url, HTTP_RANGE="bytes=0-9,3000000-3000009")
+    assert multi.status_code == 206
+    body = b"".join(multi.streaming_content)  # type: ignore[attr-defined]
+    assert DATA[:10] in body and DATA[3000000:3000010] in body
+    assert client.get(url, HTTP_RANGE=f"bytes={len(DATA)}-").status_code == 416
+    assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert client.head(url)["Content-Length"] == str(len(DATA))
+
+
+def test_a_moved_file_that_changed_size_is_served_as_it_is(
+    moved: StoredFile, elsewhere: Path, client: Client
+) -> None:
+    (elsewhere / moved.storage_name).write_bytes(b"shorter")
+    response = client.get(moved.get_absolute_url())
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"shorter"  # type: ignore[attr-defined]
+    assert "ETag" not in response  # the validators described other bytes
+
+
+def test_a_moved_file_gone_or_its_storage_unknown_is_404(
+    moved: StoredFile, elsewhere: Path, client: Client, settings: Any
+) -> None:
+    (elsewhere / moved.storage_name).unlink()
+    assert client.get(moved.get_absolute_url()).status_code == 404
+    raw_update(moved, "storage = 'gone'")
+    assert client.get(moved.get_absolute_url()).status_code == 404
+
+
+def test_a_moved_file_under_the_lean_path(moved: StoredFile, settings: Any) -> None:
+    settings.MIDDLEWARE = ["files_app.middleware.FileServingMiddleware", *settings.MIDDLEWARE]
+    response = Client().get(moved.get_absolute_url(), HTTP_RANGE="bytes=5-14")
+    assert response.status_code == 206
+    assert b"".join(response.streaming_content) == DATA[5:15]  # type: ignore[attr-defined]
+
+
+def test_deleting_or_replacing_a_moved_file_deletes_its_copy(
+    elsewhere: Path, store: Callable[..., StoredFile], lo_count: Callable[[], int]
+) -> None:
+    rows = [store(DATA[:1000] + bytes([n]), name=f"f{n}.bin") for n in range(4)]
+    move("--to", "elsewhere")
+    assert len(files_in(elsewhere)) == 4
+    rows[0].delete()
+    StoredFile.objects.filter(pk=rows[1].pk).delete()
+    assert len(files_in(elsewhere)) == 2
+    replaced = StoredFile.objects.get(pk=rows[2].pk)
+    replaced.file = ContentFile(b"replacement", name="r.txt")
+    replaced.save()
+    replaced.refresh_from_db()
+    assert (replaced.storage, replaced.size) == ("", 11)
+    assert replaced.file.oid
+    assert len(files_in(elsewhere)) == 1
+    # Only name or type edited: the row stays moved.
+    kept = StoredFile.objects.get(pk=rows[3].pk)
+    kept.name, kept.content_type = "renamed.bin", "application/x-thing"
+    kept.save()
+    kept.refresh_from_db()
+    assert (kept.storage, kept.name) == ("elsewhere", "renamed.bin")
+    assert len(files_in(elsewhere)) == 1
+    assert not PendingRemoval.objects.exists()
+
+
+def test_a_removal_that_fails_stays_queued_for_the_sweeper(
+    elsewhere: Path, stored: StoredFile, monkeypatch: Any
+) -> None:
+    move("--to", "elsewhere")
+    stored.refresh_from_db()
+
+    def broken(self: FileSystemStorage, name: str) -> None:
+        raise PermissionError("read-only file system")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FileSystemStorage, "delete", broken)
+        stored.delete()
+    assert PendingRemoval.objects.count() == 1
+    assert len(files_in(elsewhere)) == 1
+    call_command("files_sweep", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not PendingRemoval.objects.exists()
+    assert files_in(elsewhere) == []
+
+
+def test_export_and_verify_read_a_moved_file(
+    moved: StoredFile, elsewhere: Path, tmp_path: Path
+) -> None:
+    call_command("files_export", str(tmp_path / "out"), stdout=io.StringIO(), stderr=io.StringIO())
+    assert (tmp_path / "out" / "film.bin").read_bytes() == DATA
+    call_command("files_verify", stdout=io.StringIO(), stderr=io.StringIO())
+    (elsewhere / moved.storage_name).write_bytes(DATA[:-1] + b"!")
+    with pytest.raises(CommandError):
+        call_command("files_verify", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_external_reader_reads_pieces_in_constant_memory(elsewhere: Path) -> None:
+    storage = external.get_storage("elsewhere")
+    name = storage.save("a/b.bin", ContentFile(DATA))
+    read = external.reader(storage, name)
+    assert read.size() == len(DATA)
+    assert read.read_with_size(10, 5) == (DATA[10:15], len(DATA))
+    pieces = [(0, 3), (3, 4), (100, 10), (len(DATA) - 2, 2)]
+    assert list(read.read_pieces(pieces)) == [DATA[o : o + n] for o, n in pieces]
+
+
+def test_the_admin_edits_and_replaces_a_moved_file(
+    moved: StoredFile, elsewhere: Path, admin_client: Client
+) -> None:
+    change_url = f"/admin/files_app/storedfile/{moved.pk}/change/"
+    page = admin_client.get(change_url)
+    assert page.status_code == 200
+    assert f"the storage &#x27;elsewhere&#x27;, as &#x27;{moved.storage_name}" in page.text
+    form = {"name": "renamed.bin", "content_type": "video/mp4", "public": "on"}
+    assert admin_client.post(change_url, form).status_code == 302
+    moved.refresh_from_db()
+    assert (moved.name, moved.storage) == ("renamed.bin", "elsewhere")
+    replaced = admin_client.post(
+        change_url, {**form, "file": SimpleUploadedFile("new.txt", b"new", "text/plain")}
+    )
+    assert replaced.status_code == 302
+    moved.refresh_from_db()
+    assert (moved.storage, moved.size, moved.name) == ("", 3, "new.txt")
+    assert files_in(elsewhere) == []
+
+
+def test_stats_count_moved_files_by_storage(moved: StoredFile) -> None:
+    out = io.StringIO()
+    call_command("files_stats", stdout=out)
+    assert "  in storage 'elsewhere': 1, 3.0 MiB (3145733 bytes) (moved by files_move)" in (
+        out.getvalue()
+    )
+
+
+class TTY(io.StringIO):
+    """A captured stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal(elsewhere: Path, stored: StoredFile) -> None:
+    err = TTY()
+    call_command("files_move", "--to", "elsewhere", stdout=io.StringIO(), stderr=err)
+    text = err.getvalue()
+    assert "\r\x1b[K[" in text and "100%" in text and "film.bin" in text
+    assert "Moved 1 file(s)" in text
+
+
+def test_ctrl_c_leaves_the_file_where_it_was(
+    elsewhere: Path, stored: StoredFile, monkeypatch: Any
+) -> None:
+    def interrupted(self: FileSystemStorage, name: str, content: Any) -> str:
+        next(iter(content.chunks()))  # part-way through the copy
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FileSystemStorage, "_save", interrupted)
+    with pytest.raises(CommandError, match="Interrupted while moving 'film.bin'") as caught:
+        move("--to", "elsewhere")
+    assert caught.value.returncode == 130
+    stored.refresh_from_db()
+    assert stored.file and not stored.storage
+
+
+def test_a_file_moved_meanwhile_by_another_run_keeps_its_copy(
+    elsewhere: Path, stored: StoredFile, monkeypatch: Any
+) -> None:
+    # Another files_move moved the same file under the same name while this one copied it.
+    original = StoredFileQuerySet.relocate
+
+    def raced(
+        self: StoredFileQuerySet, row: StoredFile, oid: int | None, storage: str, name: str
+    ) -> bool:
+        assert original(self, StoredFile.objects.get(pk=row.pk), oid, storage, name)
+        return original(self, row, oid, storage, name)
+
+    monkeypatch.setattr(StoredFileQuerySet, "relocate", raced)
+    with pytest.raises(CommandError, match="Could not move 1 of 1"):
+        move("--to", "elsewhere")
+    stored.refresh_from_db()
+    assert stored.storage == "elsewhere"
+    assert (elsewhere / stored.storage_name).read_bytes() == DATA
+    assert not PendingRemoval.objects.exists()
+
+
+# -- S3 in-process (the real-server tests are tests/reliability/test_move_s3.py) ------------
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[Moto]:
+    with running_moto() as running:
+        yield running
+
+
+@pytest.fixture
+def s3(moto_server: Moto, settings: Any, monkeypatch: Any) -> Iterator[Moto]:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "s3": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": moto_server.url},
+        },
+    }
+    yield moto_server
+    client = moto_server.client()
+    for key in moto_server.objects():
+        client.delete_object(Bucket=BUCKET, Key=key)
+
+
+@pytest.mark.slow
+def test_s3_reader(s3: Moto) -> None:
+    storage = external.get_storage("s3")
+    name = storage.save("dir/data.bin", ContentFile(DATA))
+    empty = storage.save("dir/empty.bin", ContentFile(b""))
+    read = external.reader(storage, name)
+    assert isinstance(read, external.S3Reader)
+    assert read.size() == len(DATA)
+    assert read.read_with_size(7, 9) == (DATA[7:16], len(DATA))
+    assert read.read_with_size(len(DATA), 10) == (b"", len(DATA))  # past the end
+    pieces = [(0, 5), (5, 5), (2_000_000, 100), (len(DATA) - 1, 1)]
+    assert list(read.read_pieces(pieces)) == [DATA[o : o + n] for o, n in pieces]
+    assert external.reader(storage, empty).read_with_size(0, 10) == (b"", 0)
+    missing = external.reader(storage, "dir/missing.bin")
+    with pytest.raises(FileNotFoundError):
+        missing.size()
+    with pytest.raises(FileNotFoundError):
+        missing.read_with_size(0, 1)
+
+
+@pytest.mark.slow
+def test_s3_unreachable_is_storage_unavailable(s3: Moto, settings: Any) -> None:
+    settings.STORAGES["s3"]["OPTIONS"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    settings.STORAGES["s3"]["OPTIONS"]["client_config"] = Config(
+        retries={"max_attempts": 1}, connect_timeout=1
+    )
+    read = external.reader(external.get_storage("s3"), "dir/data.bin")
+    with pytest.raises(external.StorageUnavailable, match="cannot be reached"):
+        read.size()
+
+
+@pytest.mark.slow
+def test_s3_move_and_serve_in_process(s3: Moto, stored: StoredFile, client: Client) -> None:
+    move("--to", "s3")
+    stored.refresh_from_db()
+    assert s3.objects() == {stored.storage_name: DATA}
+    url = stored.get_absolute_url()
+    whole = client.get(url)
+    assert b"".join(whole.streaming_content) == DATA  # type: ignore[attr-defined]
+    multi = client.get(url, HTTP_RANGE="bytes=0-9,3000000-3000009")
+    body = b"".join(multi.streaming_content)  # type: ignore[attr-defined]
+    assert DATA[:10] in body and DATA[3000000:3000010] in body
+    assert client.head(url)["Content-Length"] == str(len(DATA))
+    with stored.open_content() as opened:
+        opened.seek(len(DATA) - 4)
+        assert opened.read() == DATA[-4:]
+    move("--to", "large-objects")
+    assert s3.objects() == {}
