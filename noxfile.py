@@ -39,6 +39,7 @@ MAIN_ONLY = {
     "imageio-ffmpeg",
     "matplotlib",
     "moto",
+    "tuspy",
     "nox",
     "playwright",
     "pytest-cov",

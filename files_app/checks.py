@@ -17,15 +17,19 @@ __all__ = ["check_database", "check_settings"]
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     """Check the FILES_APP_* settings."""
     errors: list[checks.CheckMessage] = []
-    age = app_settings.PUBLIC_MAX_AGE
-    if not isinstance(age, int) or isinstance(age, bool) or age < 0:
-        errors.append(
-            checks.Error(
-                f"FILES_APP_PUBLIC_MAX_AGE must be a number of seconds >= 0, not {age!r}.",
-                hint="Remove FILES_APP_PUBLIC_MAX_AGE to use the default (300).",
-                id="files_app.E006",
+    for name, lowest, default, check_id in (
+        ("PUBLIC_MAX_AGE", 0, "300", "files_app.E006"),
+        ("UPLOAD_EXPIRY", 1, "one day", "files_app.E007"),
+    ):
+        value = getattr(app_settings, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            errors.append(
+                checks.Error(
+                    f"FILES_APP_{name} must be a number of seconds >= {lowest}, not {value!r}.",
+                    hint=f"Remove FILES_APP_{name} to use the default ({default}).",
+                    id=check_id,
+                )
             )
-        )
     for name, upper in (("CHUNK_SIZE", 2**31 - 1), ("MAX_RANGES", 10_000)):
         value = getattr(app_settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= upper:

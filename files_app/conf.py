@@ -61,6 +61,12 @@ class Settings:
         """
         return self._get("PREPARE", True)  # type: ignore[no-any-return]
 
+    @property
+    def UPLOAD_EXPIRY(self) -> int:
+        """Seconds an unfinished resumable (tus) upload is kept after it was created;
+        ``files_sweep`` then deletes it and frees its large object."""
+        return self._get("UPLOAD_EXPIRY", 24 * 3600)  # type: ignore[no-any-return]
+
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, f"FILES_APP_{name}", default)
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from django.db import connections, models, transaction
+from django.db import connections, models, router, transaction
 
 from files_app import lo
 from files_app.references import reference_columns
@@ -219,6 +219,11 @@ def _not_referenced(using: str, oid: str) -> tuple[str, list[str]]:
         f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = {oid})"
         for table, column in oid_columns
     )
+    from files_app.models import Upload
+
+    if router.allow_migrate_model(using, Upload):  # the objects of uploads in progress
+        table = qn(Upload._meta.db_table)
+        where += f" AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.oid = {oid}::int8)"
     for table, column in name_columns:
         where += (
             f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "

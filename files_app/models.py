@@ -30,6 +30,7 @@ __all__ = [
     "PendingUnlink",
     "StoredFile",
     "StoredFileQuerySet",
+    "Upload",
     "validate_content_type",
 ]
 
@@ -364,6 +365,41 @@ class StoredFile(models.Model):
             if twin is not None:
                 return Digest(twin[0], twin[1], opened.read(SNIFF_BYTES))
             return digest_chunks(opened.chunks())
+
+
+class Upload(models.Model):
+    """A resumable upload (tus 1.0) in progress, its bytes written straight into a large
+    object as they arrive; it becomes a :class:`StoredFile` when the last byte is in.
+
+    ``offset`` is what is durable: each piece of a ``PATCH`` is written and counted in one
+    transaction, and ``sha256_state`` hashes exactly those bytes
+    (:class:`files_app.digests.ResumableSHA256`). The object is the upload's until it
+    finishes, then the stored file's: ``oid`` is a plain number, not a reference column
+    with an unlink trigger. Termination and expiry (``files_sweep``) unlink it with the
+    row; the sweeper leaves the objects of uploads in progress alone.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    oid = models.BigIntegerField(unique=True)
+    length = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    sha256_state = models.BinaryField(default=bytes)
+    # The first bytes, for the stored file's content type.
+    head = models.BinaryField(default=bytes)
+    # Upload-Metadata as sent (HEAD returns it), and decoded.
+    metadata_header = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "upload in progress"
+
+    def __str__(self) -> str:
+        return f"upload {self.id} ({self.offset} of {self.length} bytes)"
 
 
 class PendingRemoval(models.Model):

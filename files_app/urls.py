@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from files_app import views
+from files_app import tus, views
 
 app_name = "files_app"
 
@@ -12,4 +12,7 @@ urlpatterns = [
     path("<uuid:uuid>/<path:filename>", views.StoredFileView.as_view(), name="download"),
     path("lo/<str:token>/<path:filename>", views.StorageFileView.as_view(), name="storage-file"),
     path("share/<str:token>/<path:filename>", views.SharedFileView.as_view(), name="share"),
+    # Resumable uploads (tus 1.0): POST here creates one at uploads/<id>.
+    path("uploads/", tus.UploadView.as_view(), name="uploads"),
+    path("uploads/<uuid:upload_id>", tus.UploadView.as_view(), name="upload"),
 ]

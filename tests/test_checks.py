@@ -31,6 +31,8 @@ def test_default_settings_pass() -> None:
         ("FILES_APP_PREPARE", 0, "files_app.E005"),
         ("FILES_APP_PUBLIC_MAX_AGE", -1, "files_app.E006"),
         ("FILES_APP_PUBLIC_MAX_AGE", "5m", "files_app.E006"),
+        ("FILES_APP_UPLOAD_EXPIRY", 0, "files_app.E007"),
+        ("FILES_APP_UPLOAD_EXPIRY", True, "files_app.E007"),
     ],
 )
 def test_bad_settings(setting: str, value: object, check_id: str) -> None:

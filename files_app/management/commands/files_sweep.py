@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from files_app import external, maintenance
+from files_app import external, maintenance, tus
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import PendingRemoval
@@ -63,6 +63,9 @@ class Command(BaseCommand):
             drained = maintenance.drain(using, batch=min(batch_size, maintenance.BATCH))
             if drained:
                 self.stdout.write(f"Freed {drained} large object(s) queued by deletes.")
+            expired = tus.delete_expired(using)
+            if expired:
+                self.stdout.write(f"Deleted {expired} expired unfinished upload(s).")
             removed = external.drain(using)
             if removed:
                 self.stdout.write(f"Deleted {removed} moved file(s) their rows let go of.")
