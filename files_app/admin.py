@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, reverse
+from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
@@ -294,6 +294,17 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self.message_user(request, f"Uploaded {extra + 1} files.", messages.SUCCESS)
 
     # -- change list ----------------------------------------------------------------
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The resumable uploader, where files_app.urls (its tus endpoint) is routed.
+        try:
+            uploads: str | None = reverse("files_app:uploads")
+        except NoReverseMatch:
+            uploads = None
+        extra_context = {**(extra_context or {}), "files_app_uploads": uploads}
+        return super().add_view(request, form_url, extra_context)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

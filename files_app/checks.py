@@ -58,14 +58,19 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                 id="files_app.E003",
             )
         )
-    if not isinstance(app_settings.PREPARE, bool):
-        errors.append(
-            checks.Error(
-                f"FILES_APP_PREPARE must be True or False, not {app_settings.PREPARE!r}.",
-                hint="False behind PgBouncer < 1.22 in transaction mode; else remove it.",
-                id="files_app.E005",
+    for name, hint, check_id in (
+        ("PREPARE", "False behind PgBouncer < 1.22 in transaction mode; else remove it.", "E005"),
+        ("DEDUPE", "Remove FILES_APP_DEDUPE to use the default (True).", "E008"),
+    ):
+        value = getattr(app_settings, name)
+        if not isinstance(value, bool):
+            errors.append(
+                checks.Error(
+                    f"FILES_APP_{name} must be True or False, not {value!r}.",
+                    hint=hint,
+                    id=f"files_app.{check_id}",
+                )
             )
-        )
     return errors
 
 

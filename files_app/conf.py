@@ -67,6 +67,12 @@ class Settings:
         ``files_sweep`` then deletes it and frees its large object."""
         return self._get("UPLOAD_EXPIRY", 24 * 3600)  # type: ignore[no-any-return]
 
+    @property
+    def DEDUPE(self) -> bool:
+        """Whether a stored file whose bytes (SHA-256 and size) another stored file already
+        has shares that file's large object instead of keeping a second copy."""
+        return self._get("DEDUPE", True)  # type: ignore[no-any-return]
+
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, f"FILES_APP_{name}", default)
 

@@ -13,13 +13,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models.functions import Now
 from django.urls import reverse
 
-from files_app import external, mediatypes
+from files_app import external, lo, mediatypes, serving
+from files_app.conf import app_settings
 from files_app.digests import Digest, HashingReader, digest_chunks
-from files_app.fields import LargeObjectField
+from files_app.fields import LargeObjectField, WrittenObject
 from files_app.maintenance import LargeObjectQuerySet, drain_after_commit
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
@@ -168,7 +169,8 @@ class StoredFile(models.Model):
         validators=[validate_content_type],
     )
     size = models.BigIntegerField(default=0, editable=False)
-    sha256 = models.CharField("SHA-256", max_length=64, blank=True, editable=False)
+    # Indexed: dedupe (FILES_APP_DEDUPE) looks a file's bytes up by their hash.
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True, editable=False, db_index=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     updated = models.DateTimeField(auto_now=True)
     public = models.BooleanField(
@@ -324,7 +326,38 @@ class StoredFile(models.Model):
             given = _fit(written.name, NAME_LENGTH) if written else ""
             self.name = given or self.name or str(self.uuid)
         self._describe_type(digest.head, upload_type)
+        if written is not None and oid is not None and app_settings.DEDUPE:
+            oid = self._share_twin(using, oid, written)
         self._described_oid = oid
+
+    def _share_twin(self, using: str, oid: int, written: WrittenObject) -> int:
+        """Share the object of another stored file with the same bytes, if there is one,
+        and unlink the one just written; return the OID the row keeps.
+
+        The twin row is locked (``FOR SHARE``) until this transaction ends: a concurrent
+        delete of it waits, and its unlink trigger then sees this row's reference.
+        """
+        qn = connections[using].ops.quote_name
+        table = qn(self._meta.db_table)
+        file, sha256, size, pk = (
+            serving.column(type(self), name, qn) for name in ("file", "sha256", "size", "id")
+        )
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                f"SELECT t.{file} FROM {table} t WHERE t.{sha256} = %s AND t.{size} = %s "
+                f"AND t.{file} IS NOT NULL AND t.{file} <> %s AND t.{pk} IS DISTINCT FROM %s "
+                "AND EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m "
+                f"WHERE m.oid = t.{file}) LIMIT 1 FOR SHARE OF t",
+                [written.digest.sha256, written.digest.size, oid, self.pk],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return oid
+        twin = int(row[0])
+        lo.unlink(oid, using)  # written by this save: nothing else has it
+        self.file = str(twin)
+        self.file.written = WrittenObject(twin, written.digest, written.name)
+        return twin
 
     def _describe_type(self, head: bytes | None, upload_type: str = "") -> None:
         _, loaded_type = self._loaded

@@ -6,13 +6,16 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.test import Client, override_settings
+from django.urls import path
 
 from files_app import lo
 from files_app.models import StoredFile
@@ -229,3 +232,17 @@ def test_staff_without_permissions_cannot_see_the_admin_pages() -> None:
     client = Client()
     client.force_login(staff)
     assert client.get(ADD_URL).status_code == 403
+
+
+def test_the_add_form_offers_the_resumable_uploader(client: Client, settings: Any) -> None:
+    page = client.get(f"{ADD_URL}add/").content.decode()
+    assert 'data-endpoint="/files/uploads/"' in page
+    assert "files_app/uppy/uppy.min.js" in page and "files_app/admin-uppy.js" in page
+    assert 'id="id_file"' in page  # the plain form stays, for browsers without JavaScript
+    # Where files_app.urls is not routed, there is no endpoint: the plain form alone.
+    settings.ROOT_URLCONF = "tests.test_admin"
+    page = client.get(f"{ADD_URL}add/").content.decode()
+    assert "uppy" not in page and 'id="id_file"' in page
+
+
+urlpatterns = [path("admin/", admin.site.urls)]

@@ -33,6 +33,7 @@ def test_default_settings_pass() -> None:
         ("FILES_APP_PUBLIC_MAX_AGE", "5m", "files_app.E006"),
         ("FILES_APP_UPLOAD_EXPIRY", 0, "files_app.E007"),
         ("FILES_APP_UPLOAD_EXPIRY", True, "files_app.E007"),
+        ("FILES_APP_DEDUPE", "yes", "files_app.E008"),
     ],
 )
 def test_bad_settings(setting: str, value: object, check_id: str) -> None:

@@ -119,8 +119,13 @@ def _check_stored(database: OwnDatabase, objects_before: int) -> None:
     )
     assert rows == [(SHA256, len(DATA), True)]
     assert database.execute("SELECT count(*) FROM files_app_upload") == [(0,)]
-    [(objects,)] = database.execute("SELECT count(*) FROM pg_largeobject_metadata")
-    assert objects == objects_before + 1  # the stored file's, nothing else
+    # Nothing left behind: every object is a stored file's (the same bytes uploaded again
+    # share the first upload's object: FILES_APP_DEDUPE).
+    assert database.execute(
+        "SELECT count(*) FROM pg_largeobject_metadata m WHERE NOT EXISTS "
+        "(SELECT 1 FROM files_app_storedfile f WHERE f.file = m.oid)"
+    ) == [(0,)]
+    assert _objects(database) <= objects_before + 1
     [(content_sha,)] = database.execute(
         "SELECT encode(sha256(lo_get(file)), 'hex') FROM files_app_storedfile "
         "WHERE name = 'video.bin' ORDER BY id DESC LIMIT 1"

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 from django.db.models import Count, Sum
 
-from files_app import maintenance
+from files_app import maintenance, serving
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import format_size
@@ -62,6 +63,8 @@ class Command(BaseCommand):
         return {
             "database": using,
             "stored_files": {"count": totals["count"], "bytes": totals["size"] or 0},
+            # Bytes in large objects, each shared object (FILES_APP_DEDUPE) counted once.
+            "large_object_bytes": self.physical_bytes(using),
             # Files files_move took out of large objects, by STORAGES alias.
             "moved_files": {
                 row["storage"]: {"count": row["count"], "bytes": row["size"]} for row in elsewhere
@@ -78,6 +81,18 @@ class Command(BaseCommand):
             "pg_largeobject_bytes": maintenance.disk_usage(using),
         }
 
+    def physical_bytes(self, using: str) -> int:
+        """Return the bytes of the stored files' large objects, each counted once."""
+        qn = connections[using].ops.quote_name
+        table = qn(StoredFile._meta.db_table)
+        file, size = (serving.column(StoredFile, name, qn) for name in ("file", "size"))
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                f"SELECT coalesce(sum(s.size), 0) FROM (SELECT DISTINCT ON ({file}) {size} "
+                f"AS size FROM {table} WHERE {file} IS NOT NULL ORDER BY {file}) s"
+            )
+            return int(cursor.fetchone()[0])
+
     def count_unreferenced(self, using: str) -> int:
         """Count files_app's large objects that nothing references, whatever their age."""
         return sum(len(found) for found in maintenance.unreferenced(using, grace=0))
@@ -89,6 +104,8 @@ class Command(BaseCommand):
         lines = [
             f"Database:            {stats['database']}",
             f"Stored files:        {files['count']}, {_size(files['bytes'])}",
+            f"  in large objects:  {_size(stats['large_object_bytes'])} (files with the same "
+            "bytes share one object)",
             *(
                 f"  in storage {alias!r}: {moved['count']}, {_size(moved['bytes'])} "
                 "(moved by files_move)"
