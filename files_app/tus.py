@@ -42,6 +42,8 @@ TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUMS: dict[str, Callable[[], Any]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 OCTETS = "application/offset+octet-stream"
+# What one large object can hold: 4 TB (PostgreSQL's limit, with 8 kB pages).
+LARGEST_OBJECT = 4 * 1024**4
 # Read from the client at a time (a piece written to the database is CHUNK_SIZE).
 READ_SIZE = 64 * 1024
 
@@ -102,8 +104,13 @@ class UploadView(View):
     # -- protocol -------------------------------------------------------------------------
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.method == "OPTIONS":
-            response: HttpResponseBase = HttpResponse(status=204)
+        # uploads/ creates; uploads/<id> is one upload.
+        allowed = ["HEAD", "PATCH", "DELETE"] if "upload_id" in kwargs else ["POST"]
+        if request.method not in ["OPTIONS", *allowed]:
+            response: HttpResponseBase = _text(405, f"Use {', '.join(allowed)} here.")
+            response["Allow"] = ", ".join(["OPTIONS", *allowed])
+        elif request.method == "OPTIONS":
+            response = HttpResponse(status=204)
             response["Tus-Version"] = TUS_VERSION
             response["Tus-Extension"] = EXTENSIONS
             response["Tus-Checksum-Algorithm"] = ",".join(CHECKSUMS)
@@ -127,7 +134,9 @@ class UploadView(View):
     def post(self, request: HttpRequest) -> HttpResponseBase:
         length = _integer(request, "Upload-Length")
         limit = app_settings.MAX_UPLOAD_SIZE
-        if limit is not None and length > limit:
+        if limit is None or limit > LARGEST_OBJECT:
+            limit = LARGEST_OBJECT
+        if length > limit:
             raise Refused(413, f"Upload-Length is over the limit of {limit} bytes.")
         header = request.headers.get("Upload-Metadata", "")
         metadata = parse_metadata(header) if header.strip() else {}
@@ -198,6 +207,8 @@ class UploadView(View):
     def _append(self, request: HttpRequest, upload: Upload, offset: int) -> int:
         """Write the request's body at ``offset``; return the offset reached."""
         size = request.headers.get("Content-Length")
+        if size is not None and not (size.isascii() and size.isdigit()):
+            raise Refused(400, "Content-Length must be a non-negative integer.")
         if size is not None and offset + int(size) > upload.length:
             raise Refused(400, f"The body goes past Upload-Length ({upload.length} bytes).")
         using = str(upload._state.db)

@@ -257,3 +257,22 @@ def test_the_sweeper_leaves_uploads_in_progress_alone(
     assert patch(staff, url, 10, b"b" * 10).status_code == 204
     with StoredFile.objects.get().file.open() as opened:
         assert opened.read() == b"a" * 10 + b"b" * 10
+
+
+def test_methods_each_url_does_not_take_are_405(staff: Client) -> None:
+    url = create(staff, 10)
+    for method, path in (("PATCH", URL), ("DELETE", URL), ("POST", url), ("GET", url)):
+        response = staff.generic(method, path, b"", **TUS)
+        assert response.status_code == 405, (method, path)
+        assert "OPTIONS" in response["Allow"]
+    assert staff.head(URL, **TUS).status_code == 405  # HEAD is for one upload
+
+
+@pytest.mark.parametrize("length", ["9" * 30, str(5 * 1024**4)])
+def test_without_a_limit_a_large_object_is_the_limit(
+    staff: Client, settings: Any, length: str
+) -> None:
+    settings.FILES_APP_MAX_UPLOAD_SIZE = None
+    response = staff.post(URL, HTTP_UPLOAD_LENGTH=length, **TUS)
+    assert response.status_code == 413, response.content
+    assert not Upload.objects.exists()

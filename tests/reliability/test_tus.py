@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -312,3 +313,27 @@ def test_two_patches_at_once_never_interleave(
     )
     assert bytes(content) == first[: 3 * MiB] + second[:MiB]
     assert requests.delete(f"{server.base_url}{path}", headers=tus, timeout=30).status_code == 204
+
+
+def test_refused_before_the_body_is_read(server: Server, own_database: OwnDatabase) -> None:
+    """Anonymous, or without the permission: answered at once, with a declared 1 GiB body
+    still unsent (a hostile client does not get the server to read or store it)."""
+    staff = own_database.sessions({"tus-no-perm": "staff"})["tus-no-perm"]
+    token = secrets.token_hex(16)
+    for cookie in ("", f"sessionid={staff}; csrftoken={token}"):
+        for method, path in (("POST", "/files/uploads/"), ("PATCH", f"/files/uploads/{uuid4()}")):
+            connection = server.connection(timeout=10)
+            connection.putrequest(method, path)
+            headers = {"Tus-Resumable": "1.0.0", "Upload-Length": str(2**30)}
+            headers |= {"Upload-Offset": "0", "Content-Type": OCTETS}
+            if cookie:
+                headers |= {"Cookie": cookie, "X-CSRFToken": token}
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.putheader("Content-Length", str(2**30))
+            connection.endheaders()
+            connection.send(b"x" * 1024)
+            response = connection.getresponse()  # no more of the body is ever sent
+            assert response.status == 403, (method, cookie, response.read())
+            connection.close()
+    assert own_database.execute("SELECT count(*) FROM files_app_upload") == [(0,)]
