@@ -94,6 +94,11 @@ class Reader:
             opened.seek(offset)
             return _read_exactly(opened, length), int(opened.size)
 
+    def chunks(self, size: int, chunk: int) -> Generator[bytes, None, None]:
+        """Yield the file's first ``size`` bytes in pieces of ``chunk`` bytes."""
+        offsets = range(0, size, chunk)
+        return self.read_pieces((offset, min(chunk, size - offset)) for offset in offsets)
+
     def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
         """Yield the bytes of each ``(offset, length)`` piece, the file opened once."""
         with self.storage.open(self.name, "rb") as opened:
@@ -261,11 +266,7 @@ class ExternalFile(_BytesFile):
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Yield the whole file in chunks, in constant memory."""
-        chunk_size = chunk_size or app_settings.CHUNK_SIZE
-        size = self.size
-        offsets = range(0, size, chunk_size)
-        pieces = ((offset, min(chunk_size, size - offset)) for offset in offsets)
-        yield from self.raw.read_pieces(pieces)
+        yield from self.raw.reader.chunks(self.size, chunk_size or app_settings.CHUNK_SIZE)
 
     def reopened(self) -> ExternalFile:
         """Return this file again, its size read from the storage."""

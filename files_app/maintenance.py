@@ -33,12 +33,8 @@ BATCH = 500
 
 
 def drain_after_commit(using: str) -> None:
-    """Drain the queues once the current transaction commits (at once in autocommit):
-    large objects, and files of other storages (files_app.external)."""
-    from files_app import external
-
+    """Drain the queue once the current transaction commits (at once in autocommit)."""
     transaction.on_commit(lambda: drain(using), using=using)
-    transaction.on_commit(lambda: external.drain(using), using=using)
 
 
 class LargeObjectQuerySet(models.QuerySet[_M]):
@@ -52,7 +48,7 @@ class LargeObjectQuerySet(models.QuerySet[_M]):
 
     def delete(self) -> tuple[int, dict[str, int]]:
         deleted = super().delete()
-        drain_after_commit(self.db)
+        self._drain_after_commit(self.db)
         return deleted
 
     delete.alters_data = True  # type: ignore[attr-defined]
@@ -61,10 +57,14 @@ class LargeObjectQuerySet(models.QuerySet[_M]):
     def _raw_delete(self, using: str | None) -> int:
         # What the deletion collector uses for cascades and fast deletes.
         deleted = super()._raw_delete(using)
-        drain_after_commit(using or self.db)
+        self._drain_after_commit(using or self.db)
         return deleted
 
     _raw_delete.alters_data = True  # type: ignore[attr-defined]
+
+    def _drain_after_commit(self, using: str) -> None:
+        """What deletes queue is freed after commit: subclasses with more queues add theirs."""
+        drain_after_commit(using)
 
 
 def drain(using: str, *, batch: int = BATCH) -> int:

@@ -21,7 +21,7 @@ from files_app import external, lo, mediatypes, serving
 from files_app.conf import app_settings
 from files_app.digests import Digest, HashingReader, digest_chunks
 from files_app.fields import LargeObjectField, WrittenObject
-from files_app.maintenance import LargeObjectQuerySet, drain_after_commit
+from files_app.maintenance import LargeObjectQuerySet
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
 
@@ -74,6 +74,11 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
             for obj in objs:
                 obj.describe_file(self.db)
             return super().bulk_create(objs, *args, **kwargs)
+
+    def _drain_after_commit(self, using: str) -> None:
+        # Also the copies in other storages that deleted or moved-back rows let go of.
+        super()._drain_after_commit(using)
+        external.drain_after_commit(using)
 
     def bulk_update(
         self, objs: Iterable[StoredFile], fields: Iterable[str], batch_size: int | None = None
@@ -135,7 +140,7 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
                 self.filter(pk=stored.pk).update(file=oid, storage=storage, storage_name=name)
             finally:
                 _described_rows.reset(token)
-            drain_after_commit(self.db)
+            self._drain_after_commit(self.db)
         return True
 
     relocate.alters_data = True  # type: ignore[attr-defined]
@@ -378,9 +383,7 @@ class StoredFile(models.Model):
         """Return the file's bytes opened for reading, wherever they are: its large object,
         or the storage ``files_move`` took them to (read by ranges, in constant memory)."""
         if self.storage:
-            from files_app.external import ExternalFile
-
-            return ExternalFile(self.storage, self.storage_name, self.size)
+            return external.ExternalFile(self.storage, self.storage_name, self.size)
         return self.file.open("rb")  # type: ignore[no-any-return]
 
     def _digest_of_existing(self, using: str) -> Digest:

@@ -305,7 +305,7 @@ def test_export_and_verify_read_a_moved_file(
         call_command("files_verify", stdout=io.StringIO(), stderr=io.StringIO())
 
 
-def test_external_reader_reads_pieces_in_constant_memory(elsewhere: Path) -> None:
+def test_external_reader_reads_by_offset(elsewhere: Path) -> None:
     storage = external.get_storage("elsewhere")
     name = storage.save("a/b.bin", ContentFile(DATA))
     read = external.reader(storage, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 from collections.abc import Iterable, Iterator
@@ -74,15 +75,10 @@ def _in_this_thread(storage: Storage) -> Iterator[None]:
     if not external.is_s3(storage):
         yield
         return
-    from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
-
     s3: Any = storage
     config = s3.transfer_config
-    s3.transfer_config = TransferConfig(
-        multipart_threshold=config.multipart_threshold,
-        multipart_chunksize=config.multipart_chunksize,
-        use_threads=False,
-    )
+    s3.transfer_config = copy.copy(config)
+    s3.transfer_config.use_threads = False
     try:
         yield
     finally:
@@ -283,14 +279,17 @@ class Command(BaseCommand):
 
     def _verify(self, stored: StoredFile, storage: Storage, name: str) -> None:
         read = external.reader(storage, name)
-        size = read.size()
-        chunk = app_settings.CHUNK_SIZE
-        digest = hashlib.sha256()
-        pieces = ((offset, min(chunk, size - offset)) for offset in range(0, size, chunk))
-        for data in read.read_pieces(pieces):
+        chunks = read.chunks(read.size(), app_settings.CHUNK_SIZE)
+        self._check_copy(stored, f"the copy {name!r} in {self.target!r}", chunks)
+
+    def _check_copy(self, stored: StoredFile, what: str, chunks: Iterable[bytes]) -> None:
+        """Read a copy back (counted in the progress bar) and check it against the row."""
+        digest, size = hashlib.sha256(), 0
+        for data in chunks:
             digest.update(data)
+            size += len(data)
             self.progress.advance(len(data))
-        self._check(stored, f"the copy {name!r} in {self.target!r}", size, digest.hexdigest())
+        self._check(stored, what, size, digest.hexdigest())
 
     def _move_into_large_object(
         self, stored: StoredFile, content: File[bytes], source: _Copying
@@ -302,12 +301,7 @@ class Command(BaseCommand):
             oid = oid_from_name(saved)
             assert oid is not None
             with self.large_objects.open(saved) as opened:
-                digest, size = hashlib.sha256(), 0
-                for data in opened.chunks(app_settings.CHUNK_SIZE):
-                    digest.update(data)
-                    size += len(data)
-                    self.progress.advance(len(data))
-            self._check(stored, f"large object {oid}", size, digest.hexdigest())
+                self._check_copy(stored, f"large object {oid}", opened.chunks())
             if not StoredFile.objects.using(self.using).relocate(stored, oid, "", ""):
                 raise _Failed("it was replaced or deleted while it was copied")
         return f"{LARGE_OBJECTS}:{oid}"
