@@ -171,7 +171,10 @@ class Catalogue:
             "change list, second page": self.page("?p=2"),
             "change list, search by name": self.page(f"?q=file-{self.rows // 2}.txt"),
             "files_stats": self.command("files_stats"),
-            "files_sweep --dry-run": self.command("files_sweep", "--dry-run", "--grace", "0"),
+            # The whole inventory (--unreferenced): what the default sweep was before 2026-12-06.
+            "files_sweep --dry-run": self.command(
+                "files_sweep", "--unreferenced", "--dry-run", "--grace", "0"
+            ),
         }
         results = {}
         for name, action in figures.items():

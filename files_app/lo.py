@@ -10,6 +10,7 @@ HTTP. Offsets and sizes are 64-bit throughout.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
@@ -24,7 +25,10 @@ __all__ = [
     "OWNER_TAG",
     "READ_SQL",
     "UNDEFINED_OBJECT",
+    "REFERENCED_FUNCTION",
+    "UNADOPTED",
     "Writer",
+    "adopt",
     "create",
     "created_at",
     "cursor",
@@ -32,15 +36,24 @@ __all__ = [
     "read",
     "read_pieces",
     "read_with_size",
+    "referenced_function",
     "size",
     "size_sql",
     "unlink",
+    "unlink_unadopted",
+    "unlink_unreferenced",
     "write",
 ]
 
 # Large objects created by files_app carry this comment (plus their creation time): the
 # sweeper only ever frees large objects it can prove are ours.
 OWNER_TAG = "files_app"
+# The mark of an object an upload handler wrote and no row has adopted yet: the default
+# sweep frees these (and only these) once they are older than the grace period.
+UNADOPTED = "unadopted"
+# The SQL function, installed by migrate (files_app.maintenance), that says whether a
+# reference column (any LargeObjectField, a resumable upload) holds an object.
+REFERENCED_FUNCTION = "files_app_lo_referenced"
 INV_READ = 0x40000
 UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
 READ_SQL = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"  # one read by offset
@@ -123,14 +136,56 @@ def _is_psycopg3(connection: Any) -> bool:
     return bool(is_psycopg3)
 
 
-def create(using: str) -> int:
-    """Create an empty large object owned by files_app and return its OID."""
+def create(using: str, *, unadopted: bool = False) -> int:
+    """Create an empty large object owned by files_app and return its OID.
+
+    ``unadopted`` marks it as an upload's that no row has adopted yet (see :func:`adopt`).
+    """
     with cursor(using) as cur:
         cur.execute("SELECT lo_create(0)")
         oid = int(cur.fetchone()[0])
+        mark = f" {UNADOPTED}" if unadopted else ""
         # COMMENT takes no bind parameters; both values are numbers we made.
-        cur.execute(f"COMMENT ON LARGE OBJECT {oid:d} IS '{OWNER_TAG} created={time.time():.3f}'")
+        cur.execute(
+            f"COMMENT ON LARGE OBJECT {oid:d} IS '{OWNER_TAG} created={time.time():.3f}{mark}'"
+        )
     return oid
+
+
+def adopt(oid: int, using: str) -> None:
+    """Take the "unadopted" mark off an object :func:`create` made for an upload.
+
+    Transactional like any statement: if the caller's transaction rolls back, the object
+    is unadopted again, and the sweeper frees it.
+    """
+    with cursor(using) as cur:
+        cur.execute(
+            "SELECT d.description FROM pg_catalog.pg_description d WHERE d.objoid = %s::oid "
+            "AND d.classoid = 'pg_catalog.pg_largeobject'::regclass AND d.objsubid = 0",
+            (oid,),
+        )
+        row = cur.fetchone()
+        description = str(row[0]) if row else ""
+        kept = description.removesuffix(f" {UNADOPTED}")
+        if kept == description or not _OWN_COMMENT.fullmatch(kept):
+            return  # not marked (or not files_app's own comment): nothing to take off
+        cur.execute(f"COMMENT ON LARGE OBJECT {oid:d} IS '{kept}'")
+
+
+_OWN_COMMENT = re.compile(rf"{OWNER_TAG} created=[0-9]+\.[0-9]+")
+
+
+def unlink_unadopted(oid: int, using: str) -> bool:
+    """Unlink the object if it still carries the "unadopted" mark as this connection sees
+    it; return whether it did."""
+    with cursor(using) as cur:
+        cur.execute(
+            "SELECT pg_catalog.lo_unlink(d.objoid) FROM pg_catalog.pg_description d "
+            "WHERE d.objoid = %s::oid AND d.classoid = 'pg_catalog.pg_largeobject'::regclass "
+            "AND d.objsubid = 0 AND d.description LIKE %s",
+            (oid, f"{OWNER_TAG} % {UNADOPTED}"),
+        )
+        return cur.fetchone() is not None
 
 
 def write(oid: int, offset: int, data: bytes | memoryview, using: str) -> None:
@@ -312,6 +367,43 @@ def unlink(oid: int, using: str) -> bool:
             "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = %s::oid", (oid,)
         )
         return cur.fetchone() is not None
+
+
+def unlink_unreferenced(oid: int, using: str) -> bool:
+    """Delete the large object unless a reference column holds it; return whether it did.
+
+    The columns are those of ``files_app_lo_referenced()``, which ``migrate`` installs: every
+    ``LargeObjectField`` (their rows free the object through the unlink trigger when the
+    last of them lets go) and the resumable uploads in progress. On a database where
+    files_app was never migrated there is no such function, and the object is unlinked.
+    """
+    referenced = referenced_function(using)
+    condition = f" AND NOT {referenced}(m.oid)" if referenced else ""
+    with cursor(using) as cur:
+        cur.execute(
+            "SELECT pg_catalog.lo_unlink(m.oid) FROM pg_catalog.pg_largeobject_metadata m "
+            f"WHERE m.oid = %s::oid{condition}",
+            (oid,),
+        )
+        return cur.fetchone() is not None
+
+
+# Databases (alias, name, host, port) known to have files_app_lo_referenced(): it is only
+# ever replaced, never dropped, so a positive answer is kept.
+_withreferenced_function: set[tuple[str, ...]] = set()
+
+
+def referenced_function(using: str) -> str | None:
+    """Return the name of ``files_app_lo_referenced`` if it is installed on ``using``."""
+    settings = connections[using].settings_dict
+    key = (using, *(str(settings.get(name)) for name in ("NAME", "HOST", "PORT")))
+    if key not in _withreferenced_function:
+        with cursor(using) as cur:
+            cur.execute("SELECT to_regproc(%s) IS NOT NULL", (REFERENCED_FUNCTION,))
+            if not cur.fetchone()[0]:
+                return None
+        _withreferenced_function.add(key)
+    return REFERENCED_FUNCTION
 
 
 def created_at(oid: int, using: str) -> float | None:

@@ -18,10 +18,13 @@ __all__ = [
     "IMMEDIATE_UNLINKS",
     "LargeObjectQuerySet",
     "count",
+    "describe",
     "disk_usage",
     "drain",
     "drain_after_commit",
     "free",
+    "ensure_reference_function",
+    "install_reference_function",
     "install_unlink_trigger",
     "unreferenced",
 ]
@@ -154,10 +157,9 @@ BEGIN
     IF old_oid IS NULL OR old_oid IS NOT DISTINCT FROM new_oid THEN
         RETURN NULL;
     END IF;
-    -- An AFTER trigger sees the whole statement's changes: another row may still use it.
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I WHERE %I = $1)',
-                   TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0])
-        INTO still_used USING old_oid;
+    -- An AFTER trigger sees the whole statement's changes: another row, of this table or
+    -- of any other reference column, may still use it (a shared, deduplicated object).
+    still_used := {lo.REFERENCED_FUNCTION}(old_oid);
     -- Tolerant, unlike the lo extension's lo_manage: the object may already be gone.
     IF still_used OR NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = old_oid
@@ -192,6 +194,46 @@ def install_unlink_trigger(table: str, column: str, using: str) -> None:
         )
 
 
+def install_reference_function(using: str) -> None:
+    """(Re)create ``files_app_lo_referenced(oid)``: whether a reference column holds an object.
+
+    The columns are every :class:`~files_app.fields.LargeObjectField` whose table exists on
+    ``using`` (:func:`~files_app.references.reference_columns`), and the resumable uploads
+    in progress. ``migrate`` runs this after every app's migrations, so a new column counts
+    from then on. The unlink trigger, ``Storage.delete()`` and the sweeper all ask it: an
+    object shared by several rows (dedupe, a name assigned to a second row) goes with the
+    last of them, whatever route removes the others.
+    """
+    from files_app.models import Upload
+
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    tables = set(connection.introspection.table_names())
+    oid_columns, _ = reference_columns(using)
+    tests = [
+        f"EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = target)"
+        for table, column in sorted(set(oid_columns))
+        if table in tables
+    ]
+    if Upload._meta.db_table in tables and router.allow_migrate_model(using, Upload):
+        table = qn(Upload._meta.db_table)
+        tests.append(f"EXISTS (SELECT 1 FROM {table} r WHERE r.oid = target::int8)")
+    body = "\n    OR ".join(tests) or "false"
+    with lo.cursor(using) as cursor:
+        # Index probes whatever the statistics say (see UNLINK_FUNCTION).
+        cursor.execute(
+            f"CREATE OR REPLACE FUNCTION {lo.REFERENCED_FUNCTION}(target oid) "
+            "RETURNS boolean LANGUAGE sql SET enable_seqscan = off "
+            f"AS $$ SELECT {body} $$"
+        )
+
+
+def ensure_reference_function(using: str) -> None:
+    """Install ``files_app_lo_referenced`` on ``using`` unless it is there already."""
+    if lo.referenced_function(using) is None:
+        install_reference_function(using)
+
+
 # A storage name is "[dir/]<oid>/<basename>" or "<oid>"; this is the same rule in SQL.
 NAME_OID_PATTERN = r"^(?:.*/)?([0-9]{1,10})(?:/[^/]+)?$"
 
@@ -210,20 +252,14 @@ TAGGED = (
 
 
 def _not_referenced(using: str, oid: str) -> tuple[str, list[str]]:
-    """Return the SQL conditions (each after " AND ") that no column :func:`reference_columns`
-    finds references the large object ``oid`` (an SQL expression of type oid), and their
-    parameters."""
+    """Return the SQL conditions (each after " AND ") that nothing references the large
+    object ``oid`` (an SQL expression of type oid) — no reference column
+    (``files_app_lo_referenced``) and no ``FileField`` on a ``LargeObjectStorage`` of
+    ``using`` — and their parameters."""
+    ensure_reference_function(using)
     qn = connections[using].ops.quote_name
-    oid_columns, name_columns = reference_columns(using)
-    where = "".join(
-        f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} = {oid})"
-        for table, column in oid_columns
-    )
-    from files_app.models import Upload
-
-    if router.allow_migrate_model(using, Upload):  # the objects of uploads in progress
-        table = qn(Upload._meta.db_table)
-        where += f" AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.oid = {oid}::int8)"
+    _, name_columns = reference_columns(using)
+    where = f" AND NOT {lo.REFERENCED_FUNCTION}({oid})"
     for table, column in name_columns:
         where += (
             f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "
@@ -232,17 +268,26 @@ def _not_referenced(using: str, oid: str) -> tuple[str, list[str]]:
     return where, [NAME_OID_PATTERN] * len(name_columns)
 
 
-def unreferenced(using: str, *, grace: float, window: int | None = None) -> Iterator[list[int]]:
+def unreferenced(
+    using: str, *, grace: float, window: int | None = None, unadopted_only: bool = False
+) -> Iterator[list[int]]:
     """Yield files_app's large objects older than ``grace`` seconds that nothing references.
 
-    What references them is every column :func:`reference_columns` finds. Yields the OIDs in
-    ascending order, one list per query, each query looking at the next ``window`` objects
-    of the database (``WINDOW`` by default), in autocommit: no transaction is held between
-    them, so the caller may free what it was given before asking for more.
+    What references them is every column :func:`reference_columns` finds. With
+    ``unadopted_only``, only the objects of uploads that no save adopted
+    (``lo.UNADOPTED``): what files_app knows is garbage. Without it, also objects that
+    ``Storage.save()`` handed out and that no column of this database names — which other
+    apps may still keep by name (thumbnail caches): the caller must have said so.
+
+    Yields the OIDs in ascending order, one list per query, each query looking at the next
+    ``window`` objects of the database (``WINDOW`` by default), in autocommit: no
+    transaction is held between them, so the caller may free what it was given before
+    asking for more.
     """
     window = window or WINDOW
     where, unused_params = _not_referenced(using, "m.oid")
-    params: list[Any] = [f"{lo.OWNER_TAG} %", time.time() - grace, *unused_params]
+    tag = f"{lo.OWNER_TAG} % {lo.UNADOPTED}" if unadopted_only else f"{lo.OWNER_TAG} %"
+    params: list[Any] = [tag, time.time() - grace, *unused_params]
     # The window is materialized: its objects are found by the OID index alone, then
     # filtered with one index probe per reference column (tests: tests/test_sweep.py;
     # figures: bench/catalogue.py).
@@ -264,6 +309,20 @@ def unreferenced(using: str, *, grace: float, window: int | None = None) -> Iter
         if found:
             yield [int(oid) for oid in found]
         after = int(last)
+
+
+def describe(oids: list[int], using: str) -> list[tuple[int, int, float | None]]:
+    """Return each existing object of ``oids``: its OID, size and creation time (Unix time,
+    None if files_app did not tag it), in OID order."""
+    with lo.cursor(using) as cursor:
+        cursor.execute(
+            f"SELECT m.oid, {lo.size_sql('m.oid')}, substring(obj_description(m.oid, "
+            "'pg_largeobject') FROM 'created=([0-9.]+)')::float8 "
+            "FROM unnest(%s::oid[]) AS q(oid) "
+            "JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = q.oid ORDER BY m.oid",
+            [oids],
+        )
+        return [(int(oid), int(size), created) for oid, size, created in cursor.fetchall()]
 
 
 def disk_usage(using: str) -> int:

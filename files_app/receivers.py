@@ -20,11 +20,15 @@ def install_unlink_triggers(sender: AppConfig, using: str = "default", **kwargs:
     """Install the trigger that unlinks large objects for each LargeObjectField of ``sender``.
 
     Deleting or updating rows by any route (``Model.delete()``, ``QuerySet.delete()``,
-    cascades, raw SQL) then frees the objects they referenced, in the same transaction.
+    cascades, raw SQL) then frees the objects they referenced, in the same transaction,
+    once no row of any reference column holds them
+    (:func:`~files_app.maintenance.install_reference_function`, renewed here).
     """
     connection = connections[using]
     if connection.vendor != "postgresql":
         return
+    # First what the triggers ask: which rows of any table still hold an object.
+    maintenance.install_reference_function(using)
     tables = set(connection.introspection.table_names())
     for model in sender.get_models():
         opts = model._meta

@@ -7,6 +7,7 @@ import io
 import os
 import posixpath
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.urls import reverse
 from django.utils.deconstruct import deconstructible
 from django.utils.encoding import filepath_to_uri
@@ -259,12 +260,14 @@ class LargeObjectWriter:
     """A new large object, written piece by piece (pipelined on psycopg 3).
 
     :meth:`close` waits for every write and raises the first error; :meth:`abort` stops
-    and unlinks the object.
+    and unlinks the object. ``unadopted`` marks the object as an upload's that no row has
+    adopted yet (:class:`LargeObjectUploadedFile`): ``files_sweep`` frees it if nothing
+    ever does.
     """
 
-    def __init__(self, using: str) -> None:
+    def __init__(self, using: str, *, unadopted: bool = False) -> None:
         self.using = using
-        self.oid = lo.create(using)
+        self.oid = lo.create(using, unadopted=unadopted)
         self._writer = lo.Writer(self.oid, using)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
@@ -286,8 +289,13 @@ class LargeObjectUploadedFile(UploadedFile):
     """An uploaded file already written into a large object, waiting to be adopted.
 
     :class:`LargeObjectStorage` keeps the object instead of copying it when a field saves
-    this file; if nothing adopts it by the time it is closed (the request's files are
-    closed when the request ends), the object is unlinked.
+    this file. The object carries an "unadopted" mark from its creation until a save takes
+    it off, in the save's transaction: when the file is closed (the request's files are
+    closed when the request ends), an object still marked — nothing saved it, or the save
+    rolled back — is unlinked. Nothing here waits for a commit, so a save inside an outer
+    transaction that the request does not own (``TestCase``, ``ATOMIC_REQUESTS``) keeps its
+    object as long as that transaction does; whatever a crash leaves marked,
+    ``files_sweep`` frees.
     """
 
     def __init__(
@@ -303,7 +311,7 @@ class LargeObjectUploadedFile(UploadedFile):
         self.oid = oid
         self.using = storage.using
         self.digest = digest
-        self.adopted = False
+        self._released = False
         self._opened = LargeObjectFile(name, oid, storage, size=digest.size)
         super().__init__(
             self._opened.file, name, content_type, digest.size, charset, content_type_extra
@@ -324,19 +332,19 @@ class LargeObjectUploadedFile(UploadedFile):
         return self._opened.multiple_chunks(chunk_size)
 
     def adopt(self) -> None:
-        """Keep the object: a row references it now (once the transaction commits)."""
-
-        def adopted() -> None:
-            self.adopted = True
-
-        transaction.on_commit(adopted, using=self.using)
+        """Keep the object: a row references it now (its mark goes in this transaction)."""
+        lo.adopt(self.oid, self.using)
 
     def close(self) -> None:
         self._opened.close()
-        if not self.adopted:
-            # Nothing saved it (a form error, a rolled-back save): do not leave an orphan.
-            lo.unlink(self.oid, self.using)
-            self.adopted = True  # closing twice must not try again
+        if self._released:
+            return  # closing twice must not try again
+        self._released = True
+        if connections[self.using].needs_rollback:
+            return  # no statement runs in a broken transaction: the sweeper frees it
+        # Nothing adopted it (a form error, a rolled-back save): do not leave an orphan.
+        with suppress(DatabaseError):  # the database is gone: the sweeper frees it later
+            lo.unlink_unadopted(self.oid, self.using)
 
 
 @deconstructible(path="files_app.storage.LargeObjectStorage")
@@ -405,9 +413,10 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
             writer.close()
         return posixpath.join(directory, str(writer.oid), basename or str(writer.oid))
 
-    def create_writer(self) -> LargeObjectWriter:
-        """Create an empty large object and return a writer for it."""
-        return LargeObjectWriter(self.using)
+    def create_writer(self, *, unadopted: bool = False) -> LargeObjectWriter:
+        """Create an empty large object and return a writer for it (``unadopted``: an
+        upload's, see :class:`LargeObjectUploadedFile`)."""
+        return LargeObjectWriter(self.using, unadopted=unadopted)
 
     def _chunks(self, content: Any) -> Iterator[bytes | str]:
         # Storage.save() wraps file-likes in File; _save() may also be called directly.
@@ -422,9 +431,17 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         return str(get_available_overwrite_name(name, max_length))
 
     def delete(self, name: str) -> None:
+        """Delete the file, unless a row of a ``LargeObjectField`` (any model's) or a
+        resumable upload still holds its object: then the last of them frees it.
+
+        Deduplicated files share one object, and ``FieldFile.delete(save=False)`` runs
+        before its own row lets go; the unlink trigger frees the object when the last row
+        referencing it is deleted or changed, whatever the route. ``FileField`` columns
+        (names, not OIDs) are not counted: deleting through them deletes, as on any storage.
+        """
         oid = oid_from_name(name)
         if oid is not None:
-            lo.unlink(oid, self.using)
+            lo.unlink_unreferenced(oid, self.using)
 
     def exists(self, name: str) -> bool:
         oid = oid_from_name(name)

@@ -3,7 +3,8 @@
 No temporary file and no whole file in memory: each chunk goes to the database as it
 arrives, with its SHA-256 and size computed on the way. An upload that no model saves is
 unlinked when the request's files are closed; one that a model saves is adopted by
-:class:`~files_app.storage.LargeObjectStorage` without copying.
+:class:`~files_app.storage.LargeObjectStorage` without copying, in the save's transaction
+(see :class:`~files_app.storage.LargeObjectUploadedFile`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class LargeObjectUploadHandler(FileUploadHandler):
         super().new_file(*args, **kwargs)
         # Each chunk goes to the database without waiting for the previous write (on
         # psycopg 3): the next chunk arrives from the client meanwhile.
-        self.writer = self.storage.create_writer()
+        self.writer = self.storage.create_writer(unadopted=True)
         self.oid = self.writer.oid
         self.hasher = Hasher()
         self.size = 0

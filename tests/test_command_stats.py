@@ -45,6 +45,7 @@ def test_counts_sizes_largest_and_orphans() -> None:
         stored[name] = StoredFile(file=ContentFile(data, name=name))
         stored[name].save()
     orphan = lo.create("default")  # files_app's, referenced by nothing
+    unadopted = lo.create("default", unadopted=True)  # an upload's that nothing saved
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(0)")  # someone else's
         foreign = int(cursor.fetchone()[0])
@@ -58,15 +59,19 @@ def test_counts_sizes_largest_and_orphans() -> None:
         for name in ("big.bin", "mid.bin")
     ]
     objects, objects_before = stats["large_objects"], before["large_objects"]
-    assert objects["total"] == objects_before["total"] + 6
-    assert objects["files_app"] == objects_before["files_app"] + 5
-    assert objects["unreferenced"] == objects_before["unreferenced"] + 1
+    assert objects["total"] == objects_before["total"] + 7
+    assert objects["files_app"] == objects_before["files_app"] + 6
+    assert objects["unreferenced"] == objects_before["unreferenced"] + 2
+    assert objects["unadopted"] == objects_before["unadopted"] + 1
     # It holds at least our 3 MiB of incompressible bytes (and whatever earlier tests left).
     assert stats["pg_largeobject_bytes"] >= 3 * 1024 * 1024
 
     text = _stats("--top", "3")
     assert "Stored files:        4, 3.0 MiB (3150738 bytes)" in text
-    assert f"Unreferenced:        {objects['unreferenced']} of files_app's" in text
+    assert (
+        f"Unreferenced:        {objects['unreferenced']} of files_app's large objects, "
+        f"{objects['unadopted']} of them uploads that nothing saved" in text
+    )
     largest = text.split("Largest 3 stored file(s):\n")[1].splitlines()
     assert largest == [
         f"   3.0 MiB  {stored['big.bin'].uuid}  big.bin",
@@ -75,6 +80,7 @@ def test_counts_sizes_largest_and_orphans() -> None:
     ]
     assert "Largest" not in _stats("--top", "0")
     lo.unlink(orphan, "default")
+    lo.unlink(unadopted, "default")
     lo.unlink(foreign, "default")
 
 

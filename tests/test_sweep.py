@@ -1,4 +1,7 @@
-"""The files_sweep command: frees files_app's unreferenced large objects, nothing else."""
+"""The files_sweep command: by default frees only what files_app knows is garbage (the
+objects of uploads nothing adopted, the queues, expired uploads); a file that
+Storage.save() handed out lives until Storage.delete(). --unreferenced, an explicit opt-in,
+also frees files_app's objects that no column of the database names."""
 
 from __future__ import annotations
 
@@ -8,11 +11,16 @@ from collections.abc import Callable
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import RequestFactory
 
 from files_app import lo, maintenance
 from files_app.models import StoredFile
+from files_app.storage import oid_from_name
+from files_app.uploadhandler import LargeObjectUploadedFile, LargeObjectUploadHandler
 from tests.testapp.models import Document, Photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,18 +32,66 @@ def _sweep(*args: str) -> str:
     return out.getvalue()
 
 
-def _age(oid: int, seconds: float) -> None:
+def _age(oid: int, seconds: float, *, unadopted: bool = False) -> None:
+    mark = f" {lo.UNADOPTED}" if unadopted else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"COMMENT ON LARGE OBJECT {oid:d} IS "
-            f"'{lo.OWNER_TAG} created={time.time() - seconds:.3f}'"
+            f"'{lo.OWNER_TAG} created={time.time() - seconds:.3f}{mark}'"
         )
 
 
-def _orphan(data: bytes = b"orphan") -> int:
-    oid = lo.create("default")
+def _orphan(data: bytes = b"orphan", *, unadopted: bool = False) -> int:
+    oid = lo.create("default", unadopted=unadopted)
     lo.write(oid, 0, data, "default")
     return oid
+
+
+def _unadopted_upload(data: bytes = b"upload") -> int:
+    """Return the object of an upload that a request wrote and nothing saved, as a
+    process killed before the request's files were closed leaves it."""
+    request = RequestFactory().post("/", {"file": SimpleUploadedFile("u.bin", data)})
+    request.upload_handlers = [LargeObjectUploadHandler(request)]
+    upload = request.FILES["file"]
+    assert isinstance(upload, LargeObjectUploadedFile)
+    upload._released = True  # the process died: close() never runs
+    upload.close()
+    return upload.oid
+
+
+def test_a_file_storage_save_handed_out_outlives_the_default_sweep() -> None:
+    # What thumbnail libraries do: save through default_storage, keep the name elsewhere.
+    name = default_storage.save("thumbs/a.jpg", ContentFile(b"a thumbnail"))
+    _age(oid_from_name(name) or 0, 7 * 86400)
+    out = _sweep("--grace", "0")
+    assert "Found 0 unadopted upload large object(s)" in out
+    assert default_storage.exists(name)
+    with default_storage.open(name) as opened:
+        assert opened.read() == b"a thumbnail"
+    default_storage.delete(name)
+    assert not default_storage.exists(name)
+
+
+def test_the_default_sweep_frees_old_unadopted_uploads_only() -> None:
+    upload, young = _unadopted_upload(b"never saved"), _unadopted_upload(b"young")
+    handed_out = _orphan(b"Storage.save() result")
+    for oid in (handed_out, upload):
+        _age(oid, 3600, unadopted=oid == upload)
+    out = _sweep("--grace", "60")
+    assert "Found 1 unadopted upload large object(s), 11 bytes; freed 1." in out
+    assert not lo.exists(upload, "default")
+    assert lo.exists(handed_out, "default") and lo.exists(young, "default")
+    for oid in (handed_out, young):
+        lo.unlink(oid, "default")
+
+
+def test_an_unadopted_mark_left_on_a_referenced_object_does_not_free_it() -> None:
+    stored = StoredFile(file=ContentFile(b"kept", name="kept.txt"))
+    stored.save()
+    _age(stored.file.oid, 3600, unadopted=True)  # as if adopting had been lost
+    assert "freed 0." in _sweep("--grace", "0")
+    assert lo.exists(stored.file.oid, "default")
+    stored.delete()
 
 
 def test_frees_old_unreferenced_objects_and_keeps_referenced_ones() -> None:
@@ -53,9 +109,16 @@ def test_frees_old_unreferenced_objects_and_keeps_referenced_ones() -> None:
     for oid in orphans + kept:
         _age(oid, 3600)
 
-    out = _sweep("--grace", "60")
+    out = _sweep("--unreferenced", "--grace", "60")
 
     assert "Found 3 unreferenced large object(s), 18 bytes; freed 3." in out
+    for column in (
+        "files_app_storedfile.file (OIDs)",
+        "testapp_document.attachment (OIDs)",
+        "testapp_photo.image (names)",
+        "testapp_photo.attachment (names)",
+    ):
+        assert f"  {column}\n" in out
     assert not any(lo.exists(oid, "default") for oid in orphans)
     assert all(lo.exists(oid, "default") for oid in kept)
     StoredFile.objects.all().delete()
@@ -66,10 +129,11 @@ def test_frees_old_unreferenced_objects_and_keeps_referenced_ones() -> None:
     Photo.objects.all().delete()
 
 
-def test_dry_run_changes_nothing() -> None:
+def test_dry_run_lists_each_object_and_changes_nothing() -> None:
     oid = _orphan(b"12345")
     _age(oid, 3600)
-    out = _sweep("--dry-run", "--grace", "60")
+    out = _sweep("--unreferenced", "--dry-run", "--grace", "60")
+    assert f"Would free large object {oid}: 5 bytes, created " in out
     assert "Found 1 unreferenced large object(s), 5 bytes; nothing freed (--dry-run)." in out
     assert lo.exists(oid, "default")
     lo.unlink(oid, "default")
@@ -77,10 +141,10 @@ def test_dry_run_changes_nothing() -> None:
 
 def test_young_objects_are_left_alone() -> None:
     oid = _orphan()
-    out = _sweep("--grace", "3600")
+    out = _sweep("--unreferenced", "--grace", "3600")
     assert "Found 0" in out
     assert lo.exists(oid, "default")
-    _sweep("--grace", "0")
+    _sweep("--unreferenced", "--grace", "0")
     assert not lo.exists(oid, "default")
 
 
@@ -88,12 +152,12 @@ def test_objects_not_created_by_files_app_are_never_touched() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(0)")
         foreign = int(cursor.fetchone()[0])
-    _sweep("--grace", "0")
+    _sweep("--unreferenced", "--grace", "0")
     assert lo.exists(foreign, "default")
     lo.unlink(foreign, "default")
 
 
-def test_truncate_leftovers_are_swept(lo_count: Callable[[], int]) -> None:
+def test_truncate_leftovers_are_swept_when_asked(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     for i in range(3):
         StoredFile(file=ContentFile(b"t" * i, name=f"{i}.txt")).save()
@@ -101,13 +165,17 @@ def test_truncate_leftovers_are_swept(lo_count: Callable[[], int]) -> None:
         cursor.execute("TRUNCATE files_app_storedfile")  # bypasses the unlink trigger
     assert lo_count() == before + 3
     _sweep("--grace", "0")
+    assert lo_count() == before + 3  # not by default: nothing says they are garbage
+    _sweep("--unreferenced", "--grace", "0")
     assert lo_count() == before
 
 
 def test_works_in_bounded_batches() -> None:
     orphans = [_orphan() for _ in range(7)]
     out = io.StringIO()
-    call_command("files_sweep", "--grace", "0", "--batch-size", "3", "-v", "2", stdout=out)
+    call_command(
+        "files_sweep", "--unreferenced", "--grace", "0", "--batch-size", "3", "-v", "2", stdout=out
+    )
     assert out.getvalue().count("Freed ") == 3  # 3 + 3 + 1
     assert not any(lo.exists(oid, "default") for oid in orphans)
 
@@ -127,7 +195,7 @@ def test_each_query_looks_at_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -
     flat = [oid for batch in found for oid in batch]
     assert flat == sorted(flat) and set(orphans) <= set(flat)
     assert kept.file.oid not in flat
-    assert "freed 5." in _sweep("--grace", "0")
+    assert "freed 5." in _sweep("--unreferenced", "--grace", "0")
     assert lo.exists(kept.file.oid, "default")
     kept.delete()
 

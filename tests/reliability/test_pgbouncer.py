@@ -162,11 +162,12 @@ def test_every_management_command(url: str, own_database: OwnDatabase) -> None:
     assert "Verified 2 stored file(s)" in _manage(url, "files_verify", *exported)
     stats = json.loads(_manage(url, "files_stats", "--json"))
     assert stats["stored_files"]["count"] >= 2
-    # An object nothing references, made behind the app's back, is found and freed.
+    # An object nothing references, made behind the app's back, is found and freed when asked.
     orphan = own_database.execute("SELECT lo_from_bytea(0, '\\x00ff')")[0][0]
     own_database.execute(f"COMMENT ON LARGE OBJECT {int(orphan)} IS 'files_app created=0'")
-    assert "Found 1 unreferenced" in _manage(url, "files_sweep", "--dry-run", "--grace", "0")
-    assert "freed 1." in _manage(url, "files_sweep", "--grace", "0")
+    sweep = ("files_sweep", "--unreferenced", "--grace", "0")
+    assert "Found 1 unreferenced" in _manage(url, *sweep, "--dry-run")
+    assert "freed 1." in _manage(url, *sweep)
     assert not own_database.execute(
         "SELECT 1 FROM pg_largeobject_metadata WHERE oid = %s", (orphan,)
     )

@@ -19,8 +19,9 @@ class Command(BaseCommand):
     help = (
         "Report the number of stored files and their total size, the largest ones, the large "
         "objects in the database (all of them, and those files_app created), how many of "
-        "files_app's are referenced by nothing (what files_sweep would free once they are "
-        "old enough), and the space pg_largeobject takes on disk."
+        "files_app's are referenced by nothing (and how many of those are uploads that nothing "
+        "saved: what files_sweep frees once they are old enough), and the space "
+        "pg_largeobject takes on disk."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -77,6 +78,7 @@ class Command(BaseCommand):
                 "total": maintenance.count(using),
                 "files_app": maintenance.count(using, owned=True),
                 "unreferenced": self.count_unreferenced(using),
+                "unadopted": self.count_unreferenced(using, unadopted_only=True),
             },
             "pg_largeobject_bytes": maintenance.disk_usage(using),
         }
@@ -93,9 +95,11 @@ class Command(BaseCommand):
             )
             return int(cursor.fetchone()[0])
 
-    def count_unreferenced(self, using: str) -> int:
-        """Count files_app's large objects that nothing references, whatever their age."""
-        return sum(len(found) for found in maintenance.unreferenced(using, grace=0))
+    def count_unreferenced(self, using: str, *, unadopted_only: bool = False) -> int:
+        """Count files_app's large objects that nothing references, whatever their age
+        (only those of uploads nothing adopted, with ``unadopted_only``)."""
+        found = maintenance.unreferenced(using, grace=0, unadopted_only=unadopted_only)
+        return sum(len(oids) for oids in found)
 
     def render(self, stats: dict[str, Any]) -> str:
         """Return the figures as text for people."""
@@ -113,8 +117,9 @@ class Command(BaseCommand):
             ),
             f"Large objects:       {objects['total']} in the database, "
             f"{objects['files_app']} created by files_app",
-            f"Unreferenced:        {objects['unreferenced']} of files_app's large objects "
-            "(files_sweep frees them after the grace period)",
+            f"Unreferenced:        {objects['unreferenced']} of files_app's large objects, "
+            f"{objects['unadopted']} of them uploads that nothing saved (files_sweep frees "
+            "those after the grace period; the rest only with --unreferenced)",
             f"pg_largeobject size: {_size(disk)} on disk",
         ]
         if stats["largest"]:
