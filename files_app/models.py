@@ -57,6 +57,19 @@ def _fit(name: str, length: int) -> str:
     return root[: length - len(ext)] + ext
 
 
+def _upload_name(name: str) -> str:
+    """Return the name a stored file takes from an uploaded file called ``name`` ("" if
+    nothing is left): its last path segment, printable characters only, not ``.`` or
+    ``..``, fitted to the column.
+
+    Django's multipart parser has already done the same to the admin's uploads
+    (``sanitize_file_name``, which also cuts at backslashes: old browsers sent Windows
+    paths); this does it for the other routes (tus, ``File`` objects).
+    """
+    name = "".join(ch for ch in posixpath.basename(name) if ch.isprintable())
+    return "" if name in {".", ".."} else _fit(name, NAME_LENGTH)
+
+
 def validate_content_type(value: str) -> None:
     """Raise ValidationError unless ``value`` is a media type (RFC 9110 §8.3.1)."""
     try:
@@ -316,7 +329,7 @@ class StoredFile(models.Model):
             upload = file.file
             if isinstance(upload, UploadedFile):
                 upload_type = upload.content_type or ""
-            name = _fit(posixpath.basename(str(file.name or "")), NAME_LENGTH)
+            name = _upload_name(str(file.name or ""))
             file.save(name or "upload", upload, save=False)
             self.storage = self.storage_name = ""  # a moved file replaced: back in the database
         oid = file.oid
@@ -409,16 +422,18 @@ class Upload(models.Model):
 
     ``offset`` is what is durable: each piece of a ``PATCH`` is written and counted in one
     transaction, and ``sha256_state`` hashes exactly those bytes
-    (:class:`files_app.digests.ResumableSHA256`). The object is the upload's until it
-    finishes, then the stored file's: ``oid`` is a plain number, not a reference column
-    with an unlink trigger. Termination and expiry (``files_sweep``) unlink it with the
-    row; the sweeper leaves the objects of uploads in progress alone.
+    (:class:`files_app.digests.ResumableSHA256`). ``lease`` counts the requests that took
+    the upload: only the last one writes (see :mod:`files_app.tus`). The object is the
+    upload's until it finishes, then the stored file's: ``oid`` is a plain number, not a
+    reference column with an unlink trigger. Termination and expiry (``files_sweep``)
+    unlink it with the row; the sweeper leaves the objects of uploads in progress alone.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     oid = models.BigIntegerField(unique=True)
     length = models.BigIntegerField()
     offset = models.BigIntegerField(default=0)
+    lease = models.BigIntegerField(default=0)
     sha256_state = models.BinaryField(default=bytes)
     # The first bytes, for the stored file's content type.
     head = models.BinaryField(default=bytes)

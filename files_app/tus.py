@@ -4,12 +4,30 @@ dropped connection, written straight into a large object.
 Core protocol, and the extensions creation, creation-with-upload, termination, checksum
 (sha1, sha256) and expiration. Each piece of a ``PATCH`` body (``FILES_APP_CHUNK_SIZE``) is
 written with the new offset and the running SHA-256 in one transaction, so the offset a
-``HEAD`` reports after a dropped connection or a crashed server is exactly what is durable;
-a ``PATCH`` with ``Upload-Checksum`` is one transaction, kept only if the checksum matches.
-Two ``PATCH``es of one upload at once cannot interleave bytes: each piece checks, under the
-row's lock, that the upload is still at the offset it expects, and the later one gets 409.
+``HEAD`` reports after a dropped connection or a crashed server is exactly what is durable.
 The piece that completes an upload also turns it into a :class:`StoredFile` (name and type
 from ``Upload-Metadata``'s ``filename`` and ``filetype``), in the same transaction.
+
+One request at a time writes to an upload, and the newest wins (as @tus/server's locker
+asks the lock's holder to let go). Every request on an upload (``HEAD``, ``PATCH``,
+``DELETE``) first takes its *lease*: it locks the row (``SELECT … FOR UPDATE``), adds one
+to ``Upload.lease`` and commits. A ``PATCH`` writes each piece only if, under the row's
+lock, the lease is still the one it took; otherwise it stops there (409). So a ``HEAD``
+waits at most for the piece being written, and once it has answered, no request the
+server had started before it writes another byte: the offset it reports is final, even
+while a dropped ``PATCH`` still reads the bytes its server had buffered. The lease is a
+column, not a session lock: it holds across processes, and behind PgBouncer in
+transaction mode.
+
+Lock order, in every transaction here: the ``Upload`` row, then its large object, then
+(by the piece that completes the upload) the new stored file's rows and those its save
+locks (a dedupe twin, ``FOR SHARE``). No transaction is open while a request reads from
+its client.
+
+A ``PATCH`` with ``Upload-Checksum`` writes its pieces the same way but moves the offset
+only once the whole body matches the checksum; until then its bytes lie beyond the offset,
+where the next accepted ``PATCH`` overwrites them. A body must have a ``Content-Length``
+(a chunked one is a 411). A refused creation-with-upload keeps nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +39,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.db import router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -33,7 +52,7 @@ from files_app import lo, maintenance, mediatypes
 from files_app.conf import app_settings
 from files_app.digests import Digest, ResumableSHA256
 from files_app.fields import WrittenObject
-from files_app.models import StoredFile, Upload, _fit
+from files_app.models import StoredFile, Upload, _upload_name
 from files_app.sniff import SNIFF_BYTES
 
 __all__ = ["TUS_VERSION", "UploadView", "delete_expired", "parse_metadata"]
@@ -46,6 +65,9 @@ OCTETS = "application/offset+octet-stream"
 LARGEST_OBJECT = 4 * 1024**4
 # Read from the client at a time (a piece written to the database is CHUNK_SIZE).
 READ_SIZE = 64 * 1024
+# 2**64 has 20 digits: a longer header number is no size or offset (and int() refuses
+# numbers of more than 4300 digits with a ValueError).
+MAX_DIGITS = 20
 
 
 class Refused(Exception):
@@ -63,21 +85,53 @@ def parse_metadata(header: str) -> dict[str, str]:
     for item in header.split(","):
         parts = item.strip().split(" ")
         key = parts[0]
-        if not key or len(parts) > 2 or not key.isascii() or key in pairs:
+        printable = key.isascii() and key.isprintable()
+        if not printable or len(parts) > 2 or key in pairs:
             raise Refused(400, "Upload-Metadata must be 'key base64value' pairs, unique keys.")
         try:
             value = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
         except (binascii.Error, ValueError):
             raise Refused(400, f"Upload-Metadata value of {key!r} is not base64.") from None
+        if b"\0" in value:
+            # PostgreSQL keeps no NUL in text or JSON.
+            raise Refused(400, f"Upload-Metadata value of {key!r} contains a NUL character.")
         pairs[key] = value.decode("utf-8", errors="replace")
     return pairs
 
 
-def _integer(request: HttpRequest, header: str) -> int:
-    value = request.headers.get(header)
-    if value is None or not value.isascii() or not value.isdigit():
-        raise Refused(400, f"{header} must be a non-negative integer.")
+def _number(value: str | None, header: str) -> int:
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > MAX_DIGITS:
+        raise Refused(
+            400, f"{header} must be a non-negative integer of up to {MAX_DIGITS} digits."
+        )
     return int(value)
+
+
+def _body_length(request: HttpRequest) -> int:
+    """Return the length of the request's body; Refused (411) for a body of unknown length.
+
+    Under WSGI Django reads a chunked body as empty; under ASGI it spools it whole first.
+    """
+    size = request.headers.get("Content-Length") or None
+    if size is None and request.headers.get("Transfer-Encoding"):
+        raise Refused(411, "Send the body with a Content-Length (chunked bodies are refused).")
+    return 0 if size is None else _number(size, "Content-Length")
+
+
+def _checksum(request: HttpRequest) -> tuple[str, str] | None:
+    """Return the algorithm and the expected digest of ``Upload-Checksum``, if any."""
+    header = request.headers.get("Upload-Checksum")
+    if header is None:
+        return None
+    algorithm, _, expected = header.partition(" ")
+    if algorithm not in CHECKSUMS:
+        raise Refused(400, f"Upload-Checksum: use one of {', '.join(CHECKSUMS)}.")
+    return algorithm, expected.strip()
+
+
+def _max_size() -> int:
+    limit = app_settings.MAX_UPLOAD_SIZE
+    return LARGEST_OBJECT if limit is None or limit > LARGEST_OBJECT else limit
 
 
 class UploadView(View):
@@ -89,6 +143,16 @@ class UploadView(View):
     """
 
     http_method_names = ["options", "post", "head", "patch", "delete"]
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponseBase]:
+        """The view, outside ``ATOMIC_REQUESTS``' transaction on every database: each piece,
+        and each request's lease, must commit on its own (a request-wide transaction would
+        hold the row's lock to the end and make nothing durable until then)."""
+        view: Any = super().as_view(**initkwargs)
+        for alias in settings.DATABASES:
+            view = transaction.non_atomic_requests(using=alias)(view)
+        return view  # type: ignore[no-any-return]
 
     def has_upload_permission(self, request: HttpRequest) -> bool:
         """Return whether the user may upload: staff with ``files_app.add_storedfile`` (as
@@ -114,8 +178,7 @@ class UploadView(View):
             response["Tus-Version"] = TUS_VERSION
             response["Tus-Extension"] = EXTENSIONS
             response["Tus-Checksum-Algorithm"] = ",".join(CHECKSUMS)
-            if app_settings.MAX_UPLOAD_SIZE is not None:
-                response["Tus-Max-Size"] = str(app_settings.MAX_UPLOAD_SIZE)
+            response["Tus-Max-Size"] = str(_max_size())
         elif request.headers.get("Tus-Resumable") != TUS_VERSION:
             response = _text(412, f"This server speaks tus {TUS_VERSION} (Tus-Resumable).")
             response["Tus-Version"] = TUS_VERSION
@@ -132,14 +195,18 @@ class UploadView(View):
         return response
 
     def post(self, request: HttpRequest) -> HttpResponseBase:
-        length = _integer(request, "Upload-Length")
-        limit = app_settings.MAX_UPLOAD_SIZE
-        if limit is None or limit > LARGEST_OBJECT:
-            limit = LARGEST_OBJECT
-        if length > limit:
+        length = _number(request.headers.get("Upload-Length"), "Upload-Length")
+        if length > (limit := _max_size()):
             raise Refused(413, f"Upload-Length is over the limit of {limit} bytes.")
         header = request.headers.get("Upload-Metadata", "")
         metadata = parse_metadata(header) if header.strip() else {}
+        # creation-with-upload: the body is the first bytes. All that can be refused
+        # before the body is read is refused before anything is stored.
+        with_upload = request.content_type == OCTETS
+        size = _body_length(request) if with_upload else 0
+        checksum = _checksum(request) if with_upload else None
+        if size > length:
+            raise Refused(400, f"The body goes past Upload-Length ({length} bytes).")
         using = router.db_for_write(Upload)
         with transaction.atomic(using=using):
             upload = Upload.objects.using(using).create(
@@ -154,17 +221,24 @@ class UploadView(View):
             if length == 0:
                 self._finish(upload, using)
         response = HttpResponse(status=201)
+        if with_upload and length:
+            try:
+                offset = self._append(request, upload, 0, checksum)
+                if offset < size:
+                    raise Refused(400, f"The body ended after {offset} of {size} bytes.")
+            except Refused:
+                # Without a Location the client cannot resume it: keep nothing.
+                _discard(upload)
+                raise
+            response["Upload-Offset"] = str(offset)
         response["Location"] = request.build_absolute_uri(
             reverse("files_app:upload", kwargs={"upload_id": upload.id})
         )
-        if length and request.content_type == OCTETS and request.headers.get("Content-Length"):
-            # creation-with-upload: the body is the first bytes.
-            response["Upload-Offset"] = str(self._append(request, upload, 0))
         _expires(response, upload)
         return response
 
     def head(self, request: HttpRequest, upload_id: str) -> HttpResponseBase:
-        upload = self._upload(request, upload_id)
+        upload = self._take(request, upload_id)
         response = HttpResponse(status=200)
         response["Upload-Offset"] = str(upload.offset)
         response["Upload-Length"] = str(upload.length)
@@ -176,101 +250,110 @@ class UploadView(View):
     def patch(self, request: HttpRequest, upload_id: str) -> HttpResponseBase:
         if request.content_type != OCTETS:
             raise Refused(415, f"A PATCH must be Content-Type: {OCTETS}.")
-        offset = _integer(request, "Upload-Offset")
-        upload = self._upload(request, upload_id)
+        offset = _number(request.headers.get("Upload-Offset"), "Upload-Offset")
+        size = _body_length(request)
+        checksum = _checksum(request)
+        upload = self._take(request, upload_id)
         if offset != upload.offset:
             raise Refused(409, f"Upload-Offset is {upload.offset}, not {offset}.")
+        if offset + size > upload.length:
+            raise Refused(400, f"The body goes past Upload-Length ({upload.length} bytes).")
         response = HttpResponse(status=204)
-        response["Upload-Offset"] = str(self._append(request, upload, offset))
+        response["Upload-Offset"] = str(self._append(request, upload, offset, checksum))
         _expires(response, upload)
         return response
 
     def delete(self, request: HttpRequest, upload_id: str) -> HttpResponseBase:
-        upload = self._upload(request, upload_id)
-        using = str(upload._state.db)
-        with transaction.atomic(using=using):
-            if Upload.objects.using(using).filter(pk=upload.pk).delete()[0]:
-                lo.unlink(upload.oid, using)
+        _discard(self._take(request, upload_id))
         return HttpResponse(status=204)
 
     # -- the work -------------------------------------------------------------------------
 
-    def _upload(self, request: HttpRequest, upload_id: str) -> Upload:
+    def _take(self, request: HttpRequest, upload_id: str) -> Upload:
+        """Return the upload with this request's lease: a request that took it before
+        writes no more."""
         owner = request.user.pk if request.user.is_authenticated else None
-        upload = Upload.objects.filter(pk=upload_id, owner_id=owner).first()
-        if upload is None:
-            raise Refused(404, "No such upload (finished, terminated or expired).")
-        if upload.expires <= timezone.now():
-            raise Refused(410, "This upload has expired.")
-        return upload
-
-    def _append(self, request: HttpRequest, upload: Upload, offset: int) -> int:
-        """Write the request's body at ``offset``; return the offset reached."""
-        size = request.headers.get("Content-Length")
-        if size is not None and not (size.isascii() and size.isdigit()):
-            raise Refused(400, "Content-Length must be a non-negative integer.")
-        if size is not None and offset + int(size) > upload.length:
-            raise Refused(400, f"The body goes past Upload-Length ({upload.length} bytes).")
-        using = str(upload._state.db)
-        checksum = request.headers.get("Upload-Checksum")
-        if checksum is None:
-            for piece in _pieces(request):
-                offset = self._write(upload, using, offset, piece)
-            return offset
-        algorithm, _, expected = checksum.partition(" ")
-        if algorithm not in CHECKSUMS:
-            raise Refused(400, f"Upload-Checksum: use one of {', '.join(CHECKSUMS)}.")
-        digest = CHECKSUMS[algorithm]()
-        # One transaction: bytes that fail their checksum are never kept.
+        using = router.db_for_write(Upload)
         with transaction.atomic(using=using):
-            start = offset
-            for piece in _pieces(request):
-                digest.update(piece)
-                offset = self._write(upload, using, offset, piece)
-            if base64.b64encode(digest.digest()).decode() != expected.strip():
-                raise Refused(460, f"Upload-Checksum does not match the body (offset {start}).")
-        return offset
-
-    def _write(self, upload: Upload, using: str, offset: int, piece: bytes) -> int:
-        """Append ``piece`` at ``offset`` in one transaction; finish the upload with it."""
-        with transaction.atomic(using=using):
-            row = (
+            # Waits for the piece another request is writing, if any.
+            upload = (
                 Upload.objects.using(using)
                 .select_for_update()
-                .filter(pk=upload.pk)
-                .values_list("offset", "sha256_state", "head")
+                .filter(pk=upload_id, owner_id=owner)
                 .first()
             )
-            if row is None:
-                raise Refused(404, "The upload was terminated meanwhile.")
-            current, state, head = row
-            if current != offset:
-                raise Refused(409, f"Another request moved the upload to {current} meanwhile.")
-            if offset + len(piece) > upload.length:
+            if upload is None:
+                raise Refused(404, "No such upload (finished, terminated or expired).")
+            if upload.expires <= timezone.now():
+                raise Refused(410, "This upload has expired.")
+            upload.lease += 1
+            upload.save(update_fields=["lease"], using=using)
+        return upload
+
+    def _append(
+        self, request: HttpRequest, upload: Upload, offset: int, checksum: tuple[str, str] | None
+    ) -> int:
+        """Write the request's body at ``offset`` as it arrives; return the offset reached."""
+        using = str(upload._state.db)
+        algorithm, expected = checksum or ("", "")
+        digest = CHECKSUMS[algorithm]() if algorithm else None
+        hasher = ResumableSHA256(bytes(upload.sha256_state))
+        head, end = bytes(upload.head), offset
+        for piece in _pieces(request):
+            if end + len(piece) > upload.length:
                 raise Refused(400, f"The body goes past Upload-Length ({upload.length} bytes).")
-            lo.write(upload.oid, offset, piece, using)
-            hasher = ResumableSHA256(bytes(state))
             hasher.update(piece)
-            head = bytes(head)
             if len(head) < SNIFF_BYTES:
                 head += piece[: SNIFF_BYTES - len(head)]
-            upload.offset, upload.sha256_state, upload.head = (
-                offset + len(piece),
-                hasher.state(),
-                head,
+            with transaction.atomic(using=using):
+                # With a checksum, the offset stays where it was until the body matches.
+                self._hold(upload, offset if digest else end)
+                lo.write(upload.oid, end, piece, using)
+                end += len(piece)
+                if digest is None:
+                    self._advance(upload, end, hasher, head)
+            if digest is not None:
+                digest.update(piece)
+        if digest is not None:
+            if base64.b64encode(digest.digest()).decode() != expected:
+                raise Refused(460, f"Upload-Checksum does not match the body (offset {offset}).")
+            with transaction.atomic(using=using):
+                self._hold(upload, offset)
+                self._advance(upload, end, hasher, head)
+        return end
+
+    def _hold(self, upload: Upload, offset: int) -> None:
+        """Lock the upload's row; Refused unless this request still holds its lease (and
+        the upload is at ``offset``, as it then must be)."""
+        row = (
+            Upload.objects.using(upload._state.db)
+            .select_for_update()
+            .filter(pk=upload.pk)
+            .values_list("lease", "offset")
+            .first()
+        )
+        if row is None:
+            raise Refused(404, "The upload was terminated meanwhile.")
+        if row != (upload.lease, offset):
+            raise Refused(
+                409, f"A later request on this upload stopped this one at offset {row[1]}."
             )
-            Upload.objects.using(using).filter(pk=upload.pk).update(
-                offset=upload.offset, sha256_state=upload.sha256_state, head=head
-            )
-            if upload.offset == upload.length:
-                self._finish(upload, using)
-        return upload.offset
+
+    def _advance(self, upload: Upload, offset: int, hasher: ResumableSHA256, head: bytes) -> None:
+        """Save the offset reached and the hash of the bytes up to it (under the row's
+        lock); finish the upload if it is complete."""
+        using = str(upload._state.db)
+        upload.offset, upload.sha256_state, upload.head = offset, hasher.state(), head
+        upload.save(update_fields=["offset", "sha256_state", "head"], using=using)
+        if upload.offset == upload.length:
+            self._finish(upload, using)
 
     def _finish(self, upload: Upload, using: str) -> StoredFile:
         """Turn a complete upload into a stored file that keeps its large object."""
         oid = upload.oid
         sha256 = ResumableSHA256(bytes(upload.sha256_state)).hexdigest()
-        name = _fit(upload.metadata.get("filename") or upload.metadata.get("name") or "", 255)
+        # The admin's rules for an uploaded file's name: no path, no control characters.
+        name = _upload_name(upload.metadata.get("filename") or upload.metadata.get("name") or "")
         stored = self.stored_file(upload)
         stored.name = name or "upload"
         filetype = upload.metadata.get("filetype") or upload.metadata.get("type") or ""
@@ -286,6 +369,14 @@ class UploadView(View):
         # The object is the stored file's now.
         Upload.objects.using(using).filter(pk=upload.pk).delete()
         return stored
+
+
+def _discard(upload: Upload) -> None:
+    """Delete an unfinished upload and unlink its object (nothing if it finished)."""
+    using = str(upload._state.db)
+    with transaction.atomic(using=using):
+        if Upload.objects.using(using).filter(pk=upload.pk).delete()[0]:
+            lo.unlink(upload.oid, using)
 
 
 def delete_expired(using: str) -> int:
