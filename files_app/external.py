@@ -9,9 +9,12 @@ files seekable (``FileSystemStorage`` does), and is read by ``seek()`` and ``rea
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import io
 import logging
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from django.core.files.base import File
@@ -78,6 +81,36 @@ def _read_exactly(file: Any, length: int) -> bytes:
     return b"".join(parts)
 
 
+def probe(storage: Storage) -> None:
+    """Raise StorageUnavailable, saying why, if ``storage`` cannot be reached.
+
+    On an ``S3Storage``: its bucket must exist and answer (``HeadBucket``); other storages
+    are asked whether a name exists, which reaches a remote one.
+    """
+    if is_s3(storage):
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        s3: Any = storage
+        try:
+            s3.connection.meta.client.head_bucket(Bucket=s3.bucket_name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("404", "NoSuchBucket"):
+                raise StorageUnavailable(
+                    f"the bucket {s3.bucket_name!r} does not exist (create it first)"
+                ) from exc
+            raise StorageUnavailable(
+                f"S3 answered {code} for the bucket {s3.bucket_name!r}: {exc}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 cannot be reached: {exc}") from exc
+        return
+    try:
+        storage.exists("files_app-probe")
+    except Exception as exc:  # a remote storage's own errors: any of them means "not now"
+        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 class Reader:
     """Reads by offset from one file of a storage that opens seekable files."""
 
@@ -124,7 +157,7 @@ class S3Reader(Reader):
         self.key = s3._normalize_name(clean_name(name))
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return getattr(self.client, method)(Bucket=self.bucket, Key=self.key, **kwargs)
@@ -141,6 +174,17 @@ class S3Reader(Reader):
     def _get(self, offset: int, end: int | str = "") -> Any:
         return self._call("get_object", Range=f"bytes={offset}-{end}")
 
+    def _read(self, body: Any, offset: int, length: int) -> bytes:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return _read_exactly(body, length)
+        except BotoCoreError as exc:  # IncompleteReadError, ResponseStreamingError, timeouts
+            raise StorageUnavailable(
+                f"S3 stopped sending {self.key!r} while bytes {offset}-{offset + length - 1} "
+                f"were read: {exc}"
+            ) from exc
+
     def size(self) -> int:
         return int(self._call("head_object")["ContentLength"])
 
@@ -149,7 +193,7 @@ class S3Reader(Reader):
         if answer is None:
             return b"", self.size()
         with answer["Body"] as body:
-            data = _read_exactly(body, length)
+            data = self._read(body, offset, length)
         return data, int(answer["ContentRange"].rsplit("/", 1)[1])
 
     def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
@@ -164,7 +208,7 @@ class S3Reader(Reader):
                         body.close()
                     answer = self._get(offset)
                     body = answer["Body"] if answer is not None else io.BytesIO()
-                data = _read_exactly(body, length)
+                data = self._read(body, offset, length)
                 position = offset + len(data)
                 yield data
         finally:
@@ -180,32 +224,56 @@ def reader(storage: Storage, name: str) -> Reader:
 class ExternalIO(io.RawIOBase):
     """What the views read a moved file through: :class:`files_app.storage.LargeObjectIO`'s
     interface over a file of another storage. ``size`` is taken on trust until
-    :meth:`read_first` or :meth:`check_size` compares it with the file."""
+    :meth:`read_first` or :meth:`check_size` compares it with the file.
 
-    def __init__(self, storage: Storage, name: str, size: int | None = None) -> None:
+    A file the storage no longer has is logged as an error when a view finds it missing
+    (the view answers 404); a storage that stops sending part-way through a body ends it
+    short, with one warning (see :meth:`stream`).
+    """
+
+    def __init__(
+        self, storage: Storage, name: str, size: int | None = None, *, alias: str | None = None
+    ) -> None:
         self.storage, self.name = storage, name
+        self.alias = alias if alias is not None else repr(storage)
         self.reader = reader(storage, name)
         self._size = size
         self._size_checked = False
         self._pos = 0
 
+    @contextmanager
+    def _missing_logged(self) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError as exc:
+            # A row names a file its storage lost: worth an operator's attention, unlike
+            # a 404 for a URL nobody stored.
+            logger.error(
+                "The file %r is missing from the storage %r: %s", self.name, self.alias, exc
+            )
+            raise
+
     @property
     def size(self) -> int:
         if self._size is None:
-            self._size = self.reader.size()
+            with self._missing_logged():
+                self._size = self.reader.size()
             self._size_checked = True
         return self._size
 
     def read_first(self, offset: int, length: int) -> bytes:
         """Return the bytes at ``offset``, checking the size in the same request."""
-        data, actual = self.reader.read_with_size(offset, length)
+        with self._missing_logged():
+            data, actual = self.reader.read_with_size(offset, length)
         self._check(actual)
         return data
 
     def check_size(self) -> None:
         """Raise SizeMismatch if the file's size is not the one given."""
         if not self._size_checked:
-            self._check(self.reader.size())
+            with self._missing_logged():
+                actual = self.reader.size()
+            self._check(actual)
 
     def _check(self, actual: int) -> None:
         if self._size is None:
@@ -241,14 +309,59 @@ class ExternalIO(io.RawIOBase):
     def stream(
         self, segments: Sequence[Segment], chunk: int, first: bytes
     ) -> Generator[bytes, None, None]:
-        """Yield a planned body (files_app.streaming.stream), ``first`` read already."""
-        return streaming.stream(self.read_pieces, segments, chunk, first)
+        """Yield a planned body (files_app.streaming.stream), ``first`` read already.
 
-    def astream(
+        If the storage fails part-way, the body ends short with one warning: it raises
+        ``ConnectionResetError``, which WSGI servers (gunicorn, wsgiref) take for a lost
+        connection and close it without a traceback; the client keeps correct bytes and
+        can resume with a Range request.
+        """
+        body = streaming.stream(self.read_pieces, segments, chunk, first)
+        sent = 0
+        try:
+            for data in body:
+                yield data
+                sent += len(data)
+        except OSError as exc:
+            self._ended_short(sent, exc)
+            raise ConnectionResetError(
+                errno.ECONNRESET, f"The storage {self.alias!r} stopped sending {self.name!r}."
+            ) from None
+        finally:
+            body.close()
+
+    async def astream(
         self, segments: Sequence[Segment], chunk: int, first: bytes
     ) -> AsyncIterator[bytes]:
-        """:meth:`stream` for ASGI, each read handed to the request's thread."""
-        return streaming.astream(self.read_pieces, segments, chunk, first)
+        """:meth:`stream` for ASGI, each read handed to the request's thread.
+
+        A storage failing part-way ends the body with ``CancelledError``, which Django's
+        ASGI handler takes for a client gone during the response: it stops without a
+        traceback, and the server closes the connection.
+        """
+        body = streaming.astream(self.read_pieces, segments, chunk, first)
+        sent = 0
+        try:
+            async for data in body:
+                yield data
+                sent += len(data)
+        except OSError as exc:
+            self._ended_short(sent, exc)
+            raise asyncio.CancelledError from None
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _ended_short(self, sent: int, exc: OSError) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        logger.warning(
+            "The download of %r from the storage %r ends short after %d bytes: %s",
+            self.name,
+            self.alias,
+            sent,
+            reason,
+        )
 
 
 class ExternalFile(_BytesFile):
@@ -256,7 +369,7 @@ class ExternalFile(_BytesFile):
 
     def __init__(self, alias: str, name: str, size: int | None = None) -> None:
         self.alias = alias
-        self.raw = ExternalIO(get_storage(alias), name, size)
+        self.raw = ExternalIO(get_storage(alias), name, size, alias=alias)
         super().__init__(io.BufferedReader(self.raw, app_settings.CHUNK_SIZE), name)
         self.mode = "rb"
 

@@ -6,8 +6,10 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from html import unescape
 from typing import Any
 from unittest import mock
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from django.contrib import admin
@@ -16,6 +18,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.test import Client, override_settings
 from django.urls import path
+from django.utils.html import escape
 
 from files_app import lo
 from files_app.models import StoredFile
@@ -243,6 +246,89 @@ def test_the_add_form_offers_the_resumable_uploader(client: Client, settings: An
     settings.ROOT_URLCONF = "tests.test_admin"
     page = client.get(f"{ADD_URL}add/").content.decode()
     assert "uppy" not in page and 'id="id_file"' in page
+
+
+# HTML, both quotes, a newline, a right-to-left override and as long as a name may be.
+HOSTILE = "\"'><script>alert(1)</script>\n<img src=x onerror=alert(2)>\u202etxt.exe "
+HOSTILE += "&amp; long " * ((255 - len(HOSTILE)) // 11)
+HOSTILE += "x" * (255 - len(HOSTILE))
+RAW_MARKUP = ("<script>alert(1)", "<img src=x onerror")
+
+
+def _links(url: str, html: str) -> set[str]:
+    """Return the admin URLs that ``html`` (served at ``url``) links to."""
+    found = set()
+    for href in re.findall(r'href="([^"]*)"', html):
+        target = urljoin(url, unescape(href)).partition("#")[0]
+        if urlsplit(target).path.startswith("/admin/") and "/logout/" not in target:
+            found.add(target)
+    return found
+
+
+def _assert_escaped(url: str, html: str) -> None:
+    for markup in RAW_MARKUP:
+        assert markup not in html, f"{url} shows the name unescaped"
+
+
+def test_every_admin_page_of_a_file_with_a_hostile_name_is_200_and_escaped(
+    client: Client, store: Callable[..., StoredFile]
+) -> None:
+    """Regression: the history page was a 500 (the change list's paginator on LogEntry)."""
+    assert len(HOSTILE) == 255
+    stored = store(b"hostile", name=HOSTILE)
+    assert stored.name == HOSTILE
+    change = f"{ADD_URL}{stored.pk}/change/"
+    form = {"name": HOSTILE, "content_type": "text/plain", "public": "on"}
+    assert client.post(change, form).status_code == 302  # an entry for the history page
+    own = f"{ADD_URL}{stored.pk}/"
+    # Crawl from the change list (plain and searched) and the change page: every admin
+    # link they hold, and on, from the pages of this file and of the change list.
+    seeds = [ADD_URL, f"{ADD_URL}?q={HOSTILE[:20]}", change]
+    queue, seen, shown = list(seeds), set(seeds), []
+    while queue:
+        url = queue.pop(0)
+        response = client.get(url, follow=True)  # "View on site" redirects to the file
+        assert response.status_code == 200, url
+        if response.streaming:
+            assert urlsplit(response.redirect_chain[-1][0]).path == stored.get_absolute_url()
+            assert b"".join(response.streaming_content) == b"hostile"  # type: ignore[attr-defined]
+            continue
+        html = response.content.decode()
+        _assert_escaped(url, html)
+        path, query = urlsplit(url).path, urlsplit(url).query
+        if path.startswith(own) or url in seeds:
+            shown.append(path)
+            assert escape(HOSTILE[:60]) in html, f"{url} does not show the name"
+        # Sorting and filter links of the change list lead to more of the same: visited,
+        # not followed further. The searched list is followed: its links carry the search
+        # (the name) on to the file's pages as "_changelist_filters".
+        if path.startswith(ADD_URL) and not (path == ADD_URL and query and url not in seeds):
+            for link in sorted(_links(url, html) - seen):
+                seen.add(link)
+                queue.append(link)
+    for view in ("change/", "history/", "delete/"):
+        assert f"{own}{view}" in shown, f"no link to {own}{view}"
+    assert any("_changelist_filters=q" in link for link in seen)
+    assert any("?public__exact=" in link for link in seen)  # the filters were visited
+    assert f"{ADD_URL}add/" in seen
+    # The pages that only a POST reaches: the bulk-delete confirmation, the actions.
+    selected = {"_selected_action": [stored.pk], "index": "0"}
+    confirm = client.post(ADD_URL, {**selected, "action": "delete_selected"})
+    assert confirm.status_code == 200
+    _assert_escaped("delete_selected", confirm.content.decode())
+    assert escape(HOSTILE[:60]) in confirm.content.decode()
+    for action in ("make_private", "make_public", "create_share_links"):
+        done = client.post(ADD_URL, {**selected, "action": action}, follow=True)
+        assert done.status_code == 200, action
+        _assert_escaped(action, done.content.decode())
+    assert escape(HOSTILE[:60]) in done.content.decode()  # the share links name the file
+    # The upload pages: a file uploaded under that name, and the form it lands on.
+    upload = client.post(
+        f"{ADD_URL}add/", {"file": SimpleUploadedFile(HOSTILE, b"x", "text/plain")}, follow=True
+    )
+    assert upload.status_code == 200
+    _assert_escaped("add", upload.content.decode())
+    assert StoredFile.objects.get(pk=stored.pk).name == HOSTILE  # nothing changed it
 
 
 urlpatterns = [path("admin/", admin.site.urls)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
@@ -13,7 +15,7 @@ from django.db import DatabaseError, connection
 
 from files_app import lo
 from files_app.management import options
-from files_app.models import StoredFile
+from files_app.models import PendingRemoval, StoredFile
 from tests.commands import run_django
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,3 +183,40 @@ def test_interruptions_and_database_errors_are_command_errors(
         _verify()
     assert excinfo.value.returncode == returncode
     assert str(excinfo.value).startswith(message)
+
+
+def test_files_missing_from_their_storage_are_named_with_it(
+    settings: Any, files: list[StoredFile], tmp_path: Path
+) -> None:
+    """Regression: a file lost from its storage was "a missing large object"."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "elsewhere": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    a, empty, c = files
+    call_command("files_move", "--to", "elsewhere", stdout=io.StringIO(), stderr=io.StringIO())
+    for stored in files:
+        stored.refresh_from_db()
+    (tmp_path / a.storage_name).unlink()
+    with connection.cursor() as cursor:  # a storage the settings no longer have
+        cursor.execute(
+            "UPDATE files_app_storedfile SET storage = 'gone' WHERE id = %s", [empty.pk]
+        )
+    err = io.StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("files_verify", stdout=io.StringIO(), stderr=err)
+    assert str(excinfo.value) == (
+        "2 stored file(s) failed verification: 0 with a missing large object, 1 missing from "
+        "storage 'elsewhere', 1 in a storage that cannot be read, 0 whose content does not "
+        "match; 1 intact."
+    )
+    assert err.getvalue().splitlines() == [
+        f"{a.uuid} 'a.txt': missing from storage 'elsewhere' as {a.storage_name!r}.",
+        f"{empty.uuid} 'empty': the storage 'gone' that holds it as {empty.storage_name!r} is "
+        "not in STORAGES.",
+    ]
+    StoredFile.objects.filter(pk=empty.pk).delete()
+    PendingRemoval.objects.filter(storage="gone").delete()  # nothing can remove it

@@ -4,21 +4,26 @@ before the source goes, restartable, served with ranges from wherever they are."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import logging
+import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from botocore.config import Config  # type: ignore[import-untyped]
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
-from django.test import Client
+from django.http import StreamingHttpResponse
+from django.test import AsyncClient, Client
 
 from files_app import external
 from files_app.models import PendingRemoval, StoredFile, StoredFileQuerySet
@@ -234,12 +239,68 @@ def test_a_moved_file_that_changed_size_is_served_as_it_is(
 
 
 def test_a_moved_file_gone_or_its_storage_unknown_is_404(
-    moved: StoredFile, elsewhere: Path, client: Client, settings: Any
+    moved: StoredFile,
+    elsewhere: Path,
+    client: Client,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     (elsewhere / moved.storage_name).unlink()
-    assert client.get(moved.get_absolute_url()).status_code == 404
+    with caplog.at_level(logging.ERROR, logger="files_app"):
+        assert client.get(moved.get_absolute_url()).status_code == 404
+    [logged] = [r for r in caplog.records if r.name == "files_app"]
+    assert logged.getMessage().startswith(
+        f"The file {moved.storage_name!r} is missing from the storage 'elsewhere': "
+    )
     raw_update(moved, "storage = 'gone'")
     assert client.get(moved.get_absolute_url()).status_code == 404
+
+
+@pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
+def test_a_moved_file_cut_mid_download_ends_the_body_short_with_one_warning(
+    moved: StoredFile, elsewhere: Path, asgi: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What WSGI servers and Django's ASGI handler take for a connection gone: the server
+    # closes it, without a traceback, and the client resumes with a Range request.
+    ended = asyncio.CancelledError if asgi else ConnectionResetError
+    copy = elsewhere / moved.storage_name
+    received = bytearray()
+
+    def cut(first: bytes) -> None:
+        received.extend(first)
+        os.truncate(copy, 300_000)  # the storage loses the file's end mid-download
+
+    with caplog.at_level(logging.INFO, logger="files_app"), pytest.raises(ended):
+        if asgi:
+
+            async def fetch() -> None:
+                response = await AsyncClient().get(moved.get_absolute_url())
+                assert isinstance(response, StreamingHttpResponse)
+                body = aiter(response.streaming_content)
+                try:
+                    cut(await anext(body))
+                    async for piece in body:
+                        received.extend(piece)
+                finally:
+                    await body.aclose()
+
+            async_to_sync(fetch)()
+        else:
+            response = Client().get(moved.get_absolute_url())
+            body = iter(response.streaming_content)  # type: ignore[attr-defined]
+            try:
+                cut(next(body))
+                for piece in body:
+                    received.extend(piece)
+            finally:
+                response.close()
+    assert 0 < len(received) <= 300_000
+    assert received == DATA[: len(received)]  # short, never wrong
+    [warning] = _files_app_records(caplog)
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert warning.getMessage().startswith(
+        f"The download of {moved.storage_name!r} from the storage 'elsewhere' ends short after "
+    )
 
 
 def test_a_moved_file_under_the_lean_path(moved: StoredFile, settings: Any) -> None:
@@ -468,3 +529,86 @@ def test_s3_move_and_serve_in_process(s3: Moto, stored: StoredFile, client: Clie
         assert opened.read() == DATA[-4:]
     move("--to", "large-objects")
     assert s3.objects() == {}
+
+
+def _files_app_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "files_app"]
+
+
+@pytest.mark.slow
+def test_a_file_lost_from_its_bucket_is_logged_and_verify_names_the_storage(
+    s3: Moto, stored: StoredFile, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a silent 404, and files_verify's "missing large object"."""
+    move("--to", "s3")
+    stored.refresh_from_db()
+    key = stored.storage_name
+    s3.client().delete_object(Bucket=BUCKET, Key=key)
+    url = stored.get_absolute_url()
+    with caplog.at_level(logging.INFO, logger="files_app"):
+        assert client.get(url).status_code == 404
+        assert client.get(url, HTTP_RANGE="bytes=5-9").status_code == 404
+        assert client.head(url).status_code == 404
+    records = _files_app_records(caplog)
+    assert [record.levelno for record in records] == [logging.ERROR] * 3
+    for record in records:
+        assert record.getMessage().startswith(
+            f"The file {key!r} is missing from the storage 's3': "
+        )
+        assert record.exc_info is None  # one line, no traceback
+    err = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("files_verify", stdout=io.StringIO(), stderr=err)
+    assert str(caught.value) == (
+        "1 stored file(s) failed verification: 0 with a missing large object, 1 missing from "
+        "storage 's3', 0 whose content does not match; 0 intact."
+    )
+    assert err.getvalue() == f"{stored.uuid} 'film.bin': missing from storage 's3' as {key!r}.\n"
+
+
+@pytest.mark.slow
+def test_s3_dying_mid_download_ends_the_body_short_with_one_warning(
+    settings: Any,
+    monkeypatch: Any,
+    store: Callable[..., StoredFile],
+    client: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: botocore's IncompleteReadError escaped from the body (a traceback)."""
+    data = random.Random(15).randbytes(24 * 1024 * 1024)  # more than the sockets buffer
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with running_moto() as dying:
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "s3": {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": dying.url},
+            },
+        }
+        stored = store(data, name="cut.bin")
+        move("--to", "s3", "--uuid", str(stored.uuid))
+        stored.refresh_from_db()
+        response = client.get(stored.get_absolute_url())
+        assert response.status_code == 200
+        body = iter(response.streaming_content)  # type: ignore[attr-defined]
+        received = next(body) + next(body)  # the second read is S3's streamed answer
+        dying.process.kill()
+        dying.process.wait(10)
+        with caplog.at_level(logging.INFO, logger="files_app"):
+            with pytest.raises(ConnectionResetError):  # what WSGI servers close quietly
+                for piece in body:
+                    received += piece
+            response.close()
+        stored.delete()
+        PendingRemoval.objects.filter(storage="s3").delete()  # the bucket died with moto
+    assert 0 < len(received) < len(data)
+    assert received == data[: len(received)]  # short, never wrong
+    [warning] = _files_app_records(caplog)
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    message = warning.getMessage()
+    assert "\n" not in message
+    assert message.startswith(
+        f"The download of {stored.storage_name!r} from the storage 's3' ends short after "
+        f"{len(received)} bytes: S3 stopped sending "
+    )

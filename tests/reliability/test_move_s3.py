@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.moto import BUCKET, Moto, running_moto
+from tests.reliability.clients import download
 from tests.reliability.conftest import MiB, OwnDatabase, manage, share_link
 from tests.servers import MINICLOUD_ENV, ROOT, SERVER_KINDS, Reply, Server, request, running_server
 
@@ -226,3 +228,82 @@ def test_a_stopped_s3_is_a_503_and_the_move_says_so(own_database: OwnDatabase) -
         )
         assert storage == "s3"  # left where it was
         own_database.execute("DELETE FROM files_app_storedfile WHERE uuid = %s", (stored,))
+
+
+def test_files_move_says_when_the_bucket_is_missing_or_s3_is_down(
+    own_database: OwnDatabase,
+) -> None:
+    stored = own_database.store("waiting.bin", DATA[:1000])
+    with running_moto() as moto:
+        env = {**moto.env, "MINICLOUD_S3_BUCKET": "no-such-bucket"}
+        for dry_run in (["--dry-run"], []):
+            result = manage(own_database.url, "files_move", "--to", "s3", *dry_run, env=env)
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert "the bucket 'no-such-bucket' does not exist (create it first)" in result.stderr
+            assert "Traceback" not in result.stderr
+        stopped = moto.env
+    result = manage(own_database.url, "files_move", "--to", "s3", "--dry-run", env=stopped)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "STORAGES['s3'] cannot be reached: S3 cannot be reached" in result.stderr
+    [(storage,)] = own_database.execute(
+        "SELECT storage FROM files_app_storedfile WHERE uuid = %s", (stored,)
+    )
+    assert storage == ""  # still in its large object
+    own_database.execute("DELETE FROM files_app_storedfile WHERE uuid = %s", (stored,))
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_s3_stopping_mid_download_ends_the_body_short_with_one_warning(
+    own_database: OwnDatabase, kind: str, tmp_path: Path
+) -> None:
+    """Regression: an IncompleteReadError traceback in the server's log. Under uvicorn,
+    uvicorn adds its own line (no traceback) for the response it could not complete."""
+    data = BIG[: 32 * MiB]
+    stored = own_database.store("cut.bin", data)
+    path = f"/files/{stored}/cut.bin"
+    with running_moto() as moto:
+        result = manage(
+            own_database.url, "files_move", "--to", "s3", "--uuid", stored, env=moto.env
+        )
+        assert result.returncode == 0, result.stderr
+        [(key,)] = own_database.execute(
+            "SELECT storage_name FROM files_app_storedfile WHERE uuid = %s", (stored,)
+        )
+        with running_server(kind, own_database.url, project="minicloud", env=moto.env) as s:
+            killed: list[float] = []
+
+            def kill_s3(received: int) -> bool:
+                if received >= 4 * MiB and not killed:
+                    moto.process.kill()  # S3 dies with most of the file still to send
+                    moto.process.wait(10)
+                    killed.append(time.monotonic())
+                return False
+
+            cut = download(s, path, rate=16 * MiB, on_progress=kill_s3, timeout=60)
+            ended = time.monotonic()
+            assert killed, "the download ended before S3 could be stopped"
+            # Short, never wrong, and promptly over: the server closed the connection.
+            assert cut.status == 200 and not cut.complete
+            assert 4 * MiB <= len(cut.body) < len(data)
+            assert cut.body == data[: len(cut.body)]
+            assert ended - killed[0] < 4, f"the short body took {ended - killed[0]:.1f} s to end"
+            time.sleep(0.5)  # the worker's log line
+            output = s.output()
+            s.check_alive()
+        assert "Traceback" not in output, output
+        lines = [line for line in output.splitlines() if "ends short" in line]
+        assert len(lines) == 1, output
+        assert f"'{key}'" in lines[0] and "'s3'" in lines[0]
+    # S3 is back with the file: curl resumes from what it has.
+    target = tmp_path / "cut.bin"
+    target.write_bytes(cut.body)
+    with running_moto() as moto:
+        moto.client().put_object(Bucket=BUCKET, Key=key, Body=data)
+        with running_server(kind, own_database.url, project="minicloud", env=moto.env) as s:
+            url = f"http://127.0.0.1:{s.port}{path}"
+            curl = shutil.which("curl")
+            assert curl, "curl is installed with the project's test tools"
+            resume = [curl, "-sf", "-C", "-", "-o", str(target), url]
+            subprocess.run(resume, check=True, timeout=60)
+    assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
+    own_database.execute("DELETE FROM files_app_storedfile WHERE uuid = %s", (stored,))

@@ -140,6 +140,12 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"STORAGES[{target!r}] keeps large objects: use --to {LARGE_OBJECTS}."
                 )
+            try:
+                external.probe(self.storage)
+            except external.StorageUnavailable as exc:
+                raise CommandError(
+                    f"STORAGES[{target!r}] cannot be reached: {exc}. Nothing was moved."
+                ) from None
         if options["min_size"] < 0:
             raise CommandError(f"--min-size must be 0 or more, not {options['min_size']}.")
         queryset = with_uuids(StoredFile.objects.using(using), options["uuid"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
@@ -26,10 +28,11 @@ from files_app.storage import LargeObjectStorage
 
 class Command(BaseCommand):
     help = (
-        "Read the large object of every stored file (or of those given with --uuid), "
-        "recompute its size and SHA-256 and compare them with what was recorded when it was "
-        "stored. Reports every missing large object and every mismatch; the exit status is "
-        "non-zero if there was any."
+        "Read the large object of every stored file (or of those given with --uuid), or its "
+        "copy in another storage after files_move, recompute its size and SHA-256 and compare "
+        "them with what was recorded when it was stored. Reports every missing large object, "
+        "every file missing from its storage and every mismatch; the exit status is non-zero "
+        "if there was any."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,11 +56,10 @@ class Command(BaseCommand):
             counts = self._verify_all(queryset)
         finally:
             self.progress.close()
-        missing, mismatched = counts["missing"], counts["mismatch"]
-        if missing or mismatched:
+        failed = sum(n for problem, n in counts.items() if problem not in _NOT_FAILURES)
+        if failed:
             raise CommandError(
-                f"{missing + mismatched} stored file(s) failed verification: {missing} with a "
-                f"missing large object, {mismatched} whose content does not match; "
+                f"{failed} stored file(s) failed verification: {_failures(counts)}; "
                 f"{counts['intact']} intact."
             )
         if self.verbosity >= 1:
@@ -69,8 +71,8 @@ class Command(BaseCommand):
                 style_func=self.style.SUCCESS,
             )
 
-    def _verify_all(self, queryset: QuerySet[StoredFile]) -> dict[str, int]:
-        counts = dict.fromkeys(("intact", "bytes", "missing", "mismatch", "changed"), 0)
+    def _verify_all(self, queryset: QuerySet[StoredFile]) -> Counter[str]:
+        counts: Counter[str] = Counter()
         current: StoredFile | None = None
         try:
             for current in pages(queryset):
@@ -89,10 +91,10 @@ class Command(BaseCommand):
                     if self.verbosity >= 2:
                         self.progress.write(self.stdout, f"OK {current.uuid}  {current.name}")
         except KeyboardInterrupt:
+            missing = sum(n for problem, n in counts.items() if problem.startswith("missing"))
             raise CommandError(
                 f"Interrupted while verifying {str(current)!r}; {counts['intact']} file(s) "
-                f"were intact so far, {counts['missing']} missing, {counts['mismatch']} "
-                "damaged.",
+                f"were intact so far, {missing} missing, {counts['mismatch']} damaged.",
                 returncode=INTERRUPTED,
             ) from None
         except DatabaseError as exc:
@@ -104,13 +106,22 @@ class Command(BaseCommand):
         return counts
 
     def _verify(self, stored: StoredFile) -> str | None:
-        """Return None if intact, "missing", "mismatch", or "changed" (edited meanwhile)."""
+        """Return None if intact, or the problem: "missing" (a large object), "missing
+        from storage '<alias>'", "unreachable", "mismatch", or "changed" (edited meanwhile).
+        """
         oid = stored.file.oid
         where = (
             f"its file {stored.storage_name!r} in the storage {stored.storage!r}"
             if stored.storage
             else f"its large object {oid}"
         )
+        if stored.storage and stored.storage not in settings.STORAGES:
+            self._report(
+                stored,
+                f"the storage {stored.storage!r} that holds it as {stored.storage_name!r} "
+                "is not in STORAGES",
+            )
+            return "unreachable"
         try:
             if stored.storage:  # moved by files_move
                 opened: File[bytes] = stored.open_content()
@@ -123,11 +134,15 @@ class Command(BaseCommand):
         except FileNotFoundError:
             if self._changed(stored):
                 return "changed"
+            if stored.storage:
+                lost = f"missing from storage {stored.storage!r}"
+                self._report(stored, f"{lost} as {stored.storage_name!r}")
+                return lost
             self._report(stored, f"{where} does not exist")
             return "missing"
         except StorageUnavailable as exc:
-            self._report(stored, f"{where} cannot be read: {exc}")
-            return "missing"
+            self._report(stored, f"{where} cannot be read: {str(exc).rstrip('.')}")
+            return "unreachable"
         if size == stored.size and (not stored.sha256 or digest == stored.sha256):
             return None
         if self._changed(stored):
@@ -158,3 +173,20 @@ class Command(BaseCommand):
         self.progress.write(
             self.stderr, f"{stored.uuid} {stored.name!r}: {problem}.", self.style.ERROR
         )
+
+
+# What _verify_all counts besides failures.
+_NOT_FAILURES = frozenset({"intact", "bytes", "changed"})
+
+
+def _failures(counts: Counter[str]) -> str:
+    """Say how many files failed, and how: large objects and mismatches always, each
+    storage a file went missing from and unreachable storages when there are any."""
+    parts = [f"{counts['missing']} with a missing large object"]
+    parts += [
+        f"{n} {problem}" for problem, n in sorted(counts.items()) if problem.startswith("missing ")
+    ]
+    if counts["unreachable"]:
+        parts.append(f"{counts['unreachable']} in a storage that cannot be read")
+    parts.append(f"{counts['mismatch']} whose content does not match")
+    return ", ".join(parts)
