@@ -9,6 +9,13 @@ twice the connections of Django's own pool. Every read is its own statement in a
 on a connection taken from the pool for that read only: a slow client holds no connection
 and no snapshot between chunks.
 
+A connection found dead when a statement runs on it (PostgreSQL restarted since it was
+pooled) makes the pool check all its idle connections at once (``pool.check()``: after a
+restart every one of them is dead), and the lookup and first read of a download run once
+more, on a new connection: the first request after PostgreSQL is back succeeds. A read in
+the middle of a body is not run again (that body ends short), nor is a statement on a hot
+standby (the caller reads from the primary instead: files_app._databases).
+
 Available with psycopg 3 and psycopg-pool (:func:`available`); elsewhere files_app reads
 through Django's connections in a worker thread, as before.
 """
@@ -63,6 +70,10 @@ def _pool_options(settings_dict: dict[str, Any]) -> dict[str, Any]:
     chosen.setdefault("min_size", 1)
     chosen.setdefault("max_size", max(chosen["min_size"], 16))
     chosen.setdefault("timeout", 5.0)
+    # While PostgreSQL is down, psycopg_pool retries with a growing backoff until
+    # reconnect_timeout (300 s by default: minutes between attempts in the end); giving up
+    # sooner lets the next request try at once, so service resumes when the database does.
+    chosen.setdefault("reconnect_timeout", 5.0)
     return chosen
 
 
@@ -138,19 +149,61 @@ async def connection(using: str) -> AsyncIterator[Any]:
         raise _django_error(exc) from exc
 
 
-async def execute(sql: str, params: tuple[Any, ...], using: str) -> tuple[Any, ...] | None:
-    """Run one statement with binary results and return its first row."""
-    async with connection(using) as conn:
+class _ConnectionLost(Exception):
+    """A pooled connection turned out dead when a statement ran on it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def _fetchone(pool: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    import psycopg
+
+    async with pool.connection() as conn:
         cursor = conn.cursor(binary=True)
-        await cursor.execute(sql, params)
-        row = await cursor.fetchone()
-        await cursor.close()
-        return row  # type: ignore[no-any-return]
+        try:
+            await cursor.execute(sql, params)
+            return await cursor.fetchone()  # type: ignore[no-any-return]
+        except psycopg.OperationalError as exc:
+            if conn.broken:  # the pool drops it when it comes back
+                raise _ConnectionLost(exc) from exc
+            raise
+        finally:
+            await cursor.close()
 
 
-async def read(oid: int, offset: int, length: int, using: str) -> bytes:
-    """Return up to ``length`` bytes of the large object from ``offset``."""
-    row = await execute(lo.READ_SQL, (oid, offset, length), using)
+async def execute(
+    sql: str, params: tuple[Any, ...], using: str, *, retry: bool = True
+) -> tuple[Any, ...] | None:
+    """Run one statement with binary results and return its first row.
+
+    With ``retry`` (read-only statements before a response's first byte), a statement
+    whose pooled connection was dead runs once more on a new one, except on a hot standby.
+    """
+    import psycopg
+
+    try:
+        pool = await _pool(using)
+        try:
+            return await _fetchone(pool, sql, params)
+        except _ConnectionLost as lost:
+            # PostgreSQL restarted (or the network dropped): the pool's other idle
+            # connections are dead too. Replace them now, not one failed request each.
+            await pool.check()
+            if not retry or using == app_settings.DOWNLOAD_DATABASE:
+                raise lost.error from None
+        return await _fetchone(pool, sql, params)
+    except _ConnectionLost as lost:  # again
+        raise _django_error(lost.error) from lost.error
+    except psycopg.Error as exc:
+        raise _django_error(exc) from exc
+
+
+async def read(oid: int, offset: int, length: int, using: str, *, retry: bool = True) -> bytes:
+    """Return up to ``length`` bytes of the large object from ``offset`` (``retry``: see
+    :func:`execute`)."""
+    row = await execute(lo.READ_SQL, (oid, offset, length), using, retry=retry)
     assert row is not None
     return bytes(row[0])
 
@@ -166,7 +219,8 @@ async def read_pieces(
 
     def start() -> None:
         while len(inflight) < ahead and (upcoming := next(pending, None)) is not None:
-            inflight.append(asyncio.ensure_future(read(oid, *upcoming, using)))
+            # Not run again on a new connection: this body has begun (see the module).
+            inflight.append(asyncio.ensure_future(read(oid, *upcoming, using, retry=False)))
 
     start()
     try:

@@ -151,7 +151,7 @@ class StreamingASGIHandler(ASGIHandler):
         server = scope.get("server") or ("unknown", 0)
         host = serving.request_host(headers.get, f"{server[0]}:{server[1]}")
         secure = serving.request_is_secure(headers.get, scope.get("scheme", "http"))
-        target = serving.find_target(path_info or "/", host, secure)
+        target = serving.find_target(path_info or "/", host, secure, before_django=True)
         if target is None:
             return False
         try:
@@ -160,7 +160,7 @@ class StreamingASGIHandler(ASGIHandler):
             response = unavailable(method, path, exc, RETRY_AFTER)
             answer = serving.Answer(
                 response.status_code, list(response.items()), [response.content]
-            )
+            ).add_absent(target.headers)
         if answer is None:
             return False
         await send(

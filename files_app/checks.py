@@ -58,6 +58,23 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                 id="files_app.E003",
             )
         )
+    for name, nullable, default, check_id in (
+        ("STANDBY_MAX_LAG", True, "5", "E009"),
+        ("STANDBY_RETRY", False, "10", "E010"),
+    ):
+        value = getattr(app_settings, name)
+        if value is None and nullable:
+            continue
+        # Not NaN, not infinite: a bound that no reading can pass, or every reading passes.
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < 1e9:
+            errors.append(
+                checks.Error(
+                    f"FILES_APP_{name} must be a number of seconds > 0"
+                    f"{' or None' if nullable else ''}, not {value!r}.",
+                    hint=f"Remove FILES_APP_{name} to use the default ({default}).",
+                    id=f"files_app.{check_id}",
+                )
+            )
     for name, hint, check_id in (
         ("PREPARE", "False behind PgBouncer < 1.22 in transaction mode; else remove it.", "E005"),
         ("DEDUPE", "Remove FILES_APP_DEDUPE to use the default (True).", "E008"),

@@ -27,6 +27,19 @@ class Settings:
         return self._get("DOWNLOAD_DATABASE", None)  # type: ignore[no-any-return]
 
     @property
+    def STANDBY_MAX_LAG(self) -> float | None:
+        """Seconds a hot standby (``DOWNLOAD_DATABASE``) may lag behind the primary and still
+        serve downloads: the oldest access decision (public, owner, deleted) it may act on;
+        None for no bound."""
+        return self._get("STANDBY_MAX_LAG", 5)  # type: ignore[no-any-return]
+
+    @property
+    def STANDBY_RETRY(self) -> float:
+        """Seconds downloads keep away from a hot standby that could not be reached before
+        they try it again."""
+        return self._get("STANDBY_RETRY", 10)  # type: ignore[no-any-return]
+
+    @property
     def PUBLIC_MAX_AGE(self) -> int:
         """Seconds browsers and caching proxies may keep a public file (its Cache-Control):
         how long a file made private or deleted may still be served from a cache."""
@@ -44,7 +57,8 @@ class Settings:
 
     @property
     def MAX_UPLOAD_SIZE(self) -> int | None:
-        """The largest upload, in bytes, the upload handler accepts; None for no limit."""
+        """The largest upload, in bytes, the upload handler and the tus endpoint accept; None
+        for no limit."""
         return self._get("MAX_UPLOAD_SIZE", None)  # type: ignore[no-any-return]
 
     @property

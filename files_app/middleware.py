@@ -60,14 +60,17 @@ def _header_getter(request: HttpRequest) -> serving.Headers:
 class FileServingMiddleware:
     """Serve public files and share links before the rest of the middleware and the view.
 
-    In the manner of whitenoise's ``WhiteNoiseMiddleware``: put it first in ``MIDDLEWARE``.
-    A GET or HEAD of files_app's download or share URL is answered here with one query
-    and the same status, headers and bytes as the view (files_app.serving says what it
-    leaves to the view: private files, expired links, and the rest). The middleware after
-    it does not run for those responses, so they carry none of its headers (no
-    ``Vary: Cookie``, no ``X-Frame-Options``). Under ASGI with files_app's handler
-    (files_app.asgi) the same requests are answered before Django's handler, on the event
-    loop.
+    In the manner of whitenoise's ``WhiteNoiseMiddleware``: put it right after
+    ``SecurityMiddleware``. A GET or HEAD of files_app's download or share URL, routed to
+    the very view files_app.urls holds, is answered here with one query and the same
+    status, headers and bytes as the view (files_app.serving says what it leaves to the
+    view: private files, expired links, a view the host decorated, and the rest). The
+    middleware after it does not run for those responses; the headers of Django's security
+    middleware (``SecurityMiddleware``, ``XFrameOptionsMiddleware``, Django 6's
+    ``ContentSecurityPolicyMiddleware``) are added anyway, from the same settings, wherever
+    they are in ``MIDDLEWARE``. Under files_app's handlers (files_app.wsgi, files_app.asgi)
+    the same requests are answered before Django's handler, if only middleware the lean
+    path stands in for come before this one (files_app._hostrules).
     """
 
     sync_capable = True
@@ -91,7 +94,7 @@ class FileServingMiddleware:
         try:
             answer = serving.serve(str(request.method), _header_getter(request), target)
         except (OperationalError, InterfaceError) as exc:
-            return unavailable(str(request.method), request.path, exc, self.retry_after)
+            return self._unavailable(request, exc, target)
         if answer is None:
             return self.get_response(request)
         return _response(answer, request)
@@ -103,7 +106,7 @@ class FileServingMiddleware:
         try:
             answer = await aserve(str(request.method), _header_getter(request), target)
         except (OperationalError, InterfaceError) as exc:
-            return unavailable(str(request.method), request.path, exc, self.retry_after)
+            return self._unavailable(request, exc, target)
         if answer is None:
             return await self.get_response(request)  # type: ignore[no-any-return]
         return _response(answer, request)
@@ -112,7 +115,20 @@ class FileServingMiddleware:
     def _target(request: HttpRequest) -> serving.Target | None:
         if request.method not in ("GET", "HEAD"):
             return None
-        return serving.find_target(request.path_info, _host(request), request.is_secure())
+        return serving.find_target(
+            request.path_info,
+            _host(request),
+            request.is_secure(),
+            urlconf=getattr(request, "urlconf", None),  # a middleware's, as Django's handler
+        )
+
+    def _unavailable(
+        self, request: HttpRequest, exc: Exception, target: serving.Target
+    ) -> HttpResponse:
+        response = unavailable(str(request.method), request.path, exc, self.retry_after)
+        for name, value in target.headers:
+            response.headers.setdefault(name, value)
+        return response
 
 
 async def aserve(method: str, header: serving.Headers, target: serving.Target) -> Any:

@@ -13,10 +13,13 @@ The start and length are guessed from the request before the row is known (the f
 or the first chunk); when the plan wants another first read — a suffix range past the start,
 a precondition that fails — it reads again. The answer is planned by
 :mod:`files_app.responder`, as in the views, so it carries the same status, headers and
-bytes. Whatever this path does not serve exactly as the view would, it leaves to the view:
+bytes, plus the headers the host's security middleware would add (files_app._hostrules).
+Whatever this path does not serve exactly as the view would, it leaves to the view:
 private files (the view checks the user), invalid and expired share links, a missing large
-object, a row whose size is not its object's, subclassed views, methods other than GET and
-HEAD, a Host outside ``ALLOWED_HOSTS``, plain HTTP under ``SECURE_SSL_REDIRECT``.
+object, a row whose size is not its object's, any view but the very ones files_app.urls
+holds (decorated, wrapped, subclassed, ``as_view(...)``), a middleware's view rule
+(``LoginRequiredMiddleware``), methods other than GET and HEAD, a Host outside
+``ALLOWED_HOSTS``, plain HTTP under ``SECURE_SSL_REDIRECT``.
 
 Under WSGI it runs in :class:`files_app.middleware.FileServingMiddleware`; under ASGI,
 in :class:`files_app.asgi.StreamingASGIHandler` before Django's handler, on the event loop
@@ -28,7 +31,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -39,10 +42,9 @@ from django.db import connections, router
 from django.db.models import Field, Model
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
-from django.urls import NoReverseMatch, Resolver404, get_script_prefix, get_urlconf, resolve
-from django.urls import reverse as url_reverse
+from django.urls import get_script_prefix, get_urlconf
 
-from files_app import lo, ranges, responder, streaming
+from files_app import _databases, _hostrules, lo, ranges, responder, streaming
 from files_app.conf import app_settings
 from files_app.responder import Plan, Segment
 
@@ -60,7 +62,6 @@ __all__ = [
 
 Headers = Callable[[str], str | None]
 CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
-_ZERO = uuid.UUID(int=0)
 _LARGEST = 2**62  # offsets past this are past the end of any large object (4 TB)
 
 
@@ -72,6 +73,8 @@ class Target:
     public_only: bool  # a download URL serves public files; a share link any file
     cache_control: str
     using: str
+    #: What the host's security middleware add to the views' answers (files_app._hostrules).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -81,6 +84,13 @@ class Answer:
     status: int
     headers: list[tuple[str, str]]
     body: list[bytes] | Iterator[bytes] | AsyncIterator[bytes]
+
+    def add_absent(self, headers: Iterable[tuple[str, str]]) -> Answer:
+        """Add each of ``headers`` that the answer does not have yet (in any case), as
+        SecurityMiddleware and the like do; return the answer."""
+        present = {name.lower() for name, _ in self.headers}
+        self.headers += [(name, value) for name, value in headers if name.lower() not in present]
+        return self
 
 
 @dataclass(frozen=True)
@@ -94,22 +104,6 @@ class _Found:
     actual_size: int  # as the object says
     offset: int  # where the guessed read started
     data: bytes
-
-
-@lru_cache(maxsize=16)
-def _prefixes(urlconf: str | None, script_prefix: str) -> tuple[str, ...]:
-    """Return the path_info prefixes of files_app's download and share URLs."""
-    found = []
-    for name, kwargs, marker in (
-        ("files_app:download", {"uuid": _ZERO, "filename": "f"}, str(_ZERO)),
-        ("files_app:share", {"token": "t", "filename": "f"}, "t/f"),
-    ):
-        try:
-            url = url_reverse(name, kwargs=kwargs, urlconf=urlconf)
-        except NoReverseMatch:
-            continue
-        found.append("/" + url[len(script_prefix) : url.rindex(marker)])
-    return tuple(found)
 
 
 def host_allowed(host: str) -> bool:
@@ -139,36 +133,11 @@ def request_is_secure(header: Headers, scheme: str) -> bool:
     return scheme == "https"
 
 
-@lru_cache(maxsize=4096)
-def _route(urlconf: str | None, path_info: str) -> tuple[str, str] | None:
-    """Return ("download", uuid) or ("share", token) if files_app's own view (as is, not
-    a subclass or an ``as_view(...)`` with attributes) answers ``path_info``.
-
-    Cached: players and download managers ask for the same URL again and again.
-    """
-    from files_app.views import SharedFileView, StoredFileView
-
-    try:
-        match = resolve(path_info, urlconf)
-    except Resolver404:
-        return None
-    if getattr(match.func, "view_initkwargs", None):
-        return None  # as_view(...) changed the view's attributes: the view answers
-    view_class = getattr(match.func, "view_class", None)
-    if view_class is StoredFileView:
-        return "download", str(match.kwargs["uuid"])
-    if view_class is SharedFileView:
-        return "share", str(match.kwargs["token"])
-    return None
-
-
 @receiver(setting_changed)
 def _forget_routes(*, setting: str, **kwargs: Any) -> None:
     # Tests change settings; a server never does.
     _database.cache_clear()
-    if setting == "ROOT_URLCONF":
-        _route.cache_clear()
-        _prefixes.cache_clear()
+    _hostrules.forget()
 
 
 @lru_cache(maxsize=1)
@@ -181,38 +150,50 @@ def _database() -> str | None:
     using = router.db_for_read(StoredFile)
     if not isinstance(storage, LargeObjectStorage) or storage.using != using:
         return None  # the row and the object are not in one database: one query cannot
-    # A hot standby, if downloads read from one; what it does not have yet, the view
-    # finds on the primary.
-    return app_settings.DOWNLOAD_DATABASE or using
+    # Its hot standby, if downloads read from one, is chosen per request (serve(): what
+    # the standby does not have yet, the view finds on the primary).
+    return using
 
 
-def find_target(path_info: str, host: str | None, secure: bool) -> Target | None:
+def find_target(
+    path_info: str,
+    host: str | None,
+    secure: bool,
+    *,
+    urlconf: Any = None,
+    before_django: bool = False,
+) -> Target | None:
     """Return what the lean path would serve at ``path_info``, or None to leave it to Django.
 
     ``host`` is the request's host as ``HttpRequest.get_host()`` would read it (None if
-    Django rejected it), ``secure`` whether the request came over HTTPS.
+    Django rejected it), ``secure`` whether the request came over HTTPS, ``urlconf`` the
+    request's own URLconf if a middleware set one. ``before_django``: the caller answers
+    before Django's handler (files_app.wsgi, files_app.asgi), where no middleware runs.
     """
     from files_app.sharing import LinkState, read_share_token
     from files_app.views import SharedFileView, public_cache_control
 
-    urlconf = get_urlconf() or settings.ROOT_URLCONF
-    prefixes = _prefixes(urlconf, get_script_prefix())
+    if before_django and not _hostrules.handler_may_answer():
+        return None  # the middleware ahead of FileServingMiddleware run first
+    urlconf = urlconf or get_urlconf() or settings.ROOT_URLCONF
+    prefixes = _hostrules.prefixes(urlconf, get_script_prefix())
     if not prefixes or not path_info.startswith(prefixes):
         return None
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None  # SecurityMiddleware redirects
     if host is None or not host_allowed(host):
         return None  # Django answers 400
-    route = _route(urlconf, path_info)
+    route = _hostrules.route(urlconf, path_info)
     using = _database()
     if route is None or using is None:
         return None
     kind, key = route
+    headers = _hostrules.security_headers(secure)
     if kind == "download":
-        return Target(uuid.UUID(key), True, public_cache_control(), using)
+        return Target(uuid.UUID(key), True, public_cache_control(), using, headers)
     state, file_uuid = read_share_token(key)
     if state is LinkState.VALID and file_uuid is not None:
-        return Target(file_uuid, False, SharedFileView.cache_control or "", using)
+        return Target(file_uuid, False, SharedFileView.cache_control or "", using, headers)
     return None
 
 
@@ -348,7 +329,7 @@ def _planned(
     plan = _plan(method, header, target, found)
     first, data = _first(plan, found, chunk)
     if first is None:
-        return Answer(plan.status, plan.headers, _literal(plan.body))
+        return Answer(plan.status, plan.headers, _literal(plan.body)).add_absent(target.headers)
     return found, plan, first, data
 
 
@@ -359,8 +340,15 @@ def _literal(segments: Iterable[Segment]) -> list[bytes]:
 def serve(method: str, header: Headers, target: Target, *, asgi: bool = False) -> Answer | None:
     """Answer a GET or HEAD for ``target`` through Django's connection; None: not here.
 
-    With ``asgi``, the body is an async iterator (for a worker thread under ASGI).
+    With ``asgi``, the body is an async iterator (for a worker thread under ASGI). Read
+    from the hot standby when it may serve (files_app._databases), else from the primary.
     """
+    return _databases.run(
+        target.using, lambda using: _serve(method, header, replace(target, using=using), asgi)
+    )
+
+
+def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer | None:
     from files_app.storage import LargeObjectIO
 
     chunk = app_settings.CHUNK_SIZE
@@ -386,11 +374,18 @@ def serve(method: str, header: Headers, target: Target, *, asgi: bool = False) -
         except FileNotFoundError:
             return None
     stream = raw.astream if asgi else raw.stream
-    return Answer(plan.status, plan.headers, stream(plan.body, chunk, data))
+    answer = Answer(plan.status, plan.headers, stream(plan.body, chunk, data))
+    return answer.add_absent(target.headers)
 
 
 async def aserve(method: str, header: Headers, target: Target) -> Answer | None:
     """:func:`serve` on the event loop: the async pool, and an async body."""
+    return await _databases.arun(
+        target.using, lambda using: _aserve(method, header, replace(target, using=using))
+    )
+
+
+async def _aserve(method: str, header: Headers, target: Target) -> Answer | None:
     from files_app import alo
 
     chunk = app_settings.CHUNK_SIZE
@@ -412,6 +407,5 @@ async def aserve(method: str, header: Headers, target: Target) -> Answer | None:
         except FileNotFoundError:
             return None
     reads = functools.partial(alo.read_pieces, found.oid, using=target.using)
-    return Answer(
-        plan.status, plan.headers, streaming.astream_async(reads, plan.body, chunk, data)
-    )
+    body = streaming.astream_async(reads, plan.body, chunk, data)
+    return Answer(plan.status, plan.headers, body).add_absent(target.headers)

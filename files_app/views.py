@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.files.storage import Storage
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Model, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import (
@@ -24,7 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import lo, mediatypes, responder, serving, streaming
+from files_app import _databases, lo, mediatypes, responder, serving, streaming
 from files_app.conf import app_settings
 from files_app.external import ExternalFile, StorageUnavailable
 from files_app.fields import default_large_object_storage
@@ -290,15 +290,18 @@ class StoredFileView(LargeObjectView):
         """Return the row of ``queryset`` that ``lookup`` names, with its first read, or 404.
 
         With ``FILES_APP_DOWNLOAD_DATABASE`` (a hot standby) the row and its object are
-        read there; a file the standby does not have yet (replication lag) is read from
-        ``queryset``'s own database.
+        read there while it answers and lags less than ``FILES_APP_STANDBY_MAX_LAG``; a
+        file the standby does not have yet (replication lag) is read from ``queryset``'s
+        own database, and so is every file while the standby is down or lags more.
         """
-        replica = app_settings.DOWNLOAD_DATABASE
-        if replica and replica != queryset.db:
+        replica = _databases.choose(queryset.db)
+        if replica != queryset.db:
             try:
                 found = self.with_first_read(queryset.using(replica)).get(**lookup)
             except self.model.DoesNotExist:
                 pass
+            except (OperationalError, InterfaceError) as exc:
+                _databases.failed(replica, exc)  # and the primary answers
             else:
                 if found.storage or getattr(found, "files_app_actual_size", None) is not None:
                     return found
@@ -378,7 +381,7 @@ class StoredFileView(LargeObjectView):
 
     def get_cache_control(self) -> str | None:
         if self.object.public:
-            return public_cache_control(type(self))
+            return self.public_cache_control or public_cache_control()
         return self.cache_control
 
 

@@ -2,7 +2,9 @@
 
 With :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``, the requests
 of files_app.serving's lean path are answered here, without building a Django request,
-sending the request signals or running any middleware; everything else goes to Django's
+sending the request signals or running any middleware (so only while the middleware ahead
+of FileServingMiddleware are ones the lean path stands in for, such as
+``SecurityMiddleware``); everything else goes to Django's
 :class:`~django.core.handlers.wsgi.WSGIHandler` as usual (and, if it reaches the middleware,
 is answered there the same way). The counterpart of files_app.asgi's handler.
 
@@ -64,6 +66,7 @@ class FilesWSGIHandler(WSGIHandler):
             get_path_info(environ) or "/",
             serving.request_host(header, server),
             serving.request_is_secure(header, scheme),
+            before_django=True,
         )
         if target is None:
             return None
@@ -79,6 +82,7 @@ class FilesWSGIHandler(WSGIHandler):
             path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
             response = unavailable(method, path, exc, RETRY_AFTER)
             answer = serving.Answer(503, list(response.items()), [response.content])
+            answer.add_absent(target.headers)
         if answer is None:
             return None
         status = HTTPStatus(answer.status)

@@ -174,12 +174,20 @@ if replica_url := os.environ.get("MINICLOUD_REPLICA_URL", "").strip():
     DATABASES["replica"] = {
         **dj_database_url.parse(replica_url, conn_health_checks=True),
         "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
-        "OPTIONS": dict(DATABASES["default"]["OPTIONS"]),
+        # A standby that does not answer: the primary serves instead, after 2 s at most.
+        "OPTIONS": {**DATABASES["default"]["OPTIONS"], "connect_timeout": 2},
         "DISABLE_SERVER_SIDE_CURSORS": DATABASES["default"].get(
             "DISABLE_SERVER_SIDE_CURSORS", False
         ),
     }
     FILES_APP_DOWNLOAD_DATABASE = "replica"
+    # How far behind the standby may be and still serve (seconds; "none": no bound), and
+    # how long downloads keep away from it once it could not be reached. README, "Scaling
+    # out".
+    if max_lag := os.environ.get("MINICLOUD_STANDBY_MAX_LAG", "").strip():
+        FILES_APP_STANDBY_MAX_LAG = None if max_lag.lower() == "none" else float(max_lag)
+    if retry := os.environ.get("MINICLOUD_STANDBY_RETRY", "").strip():
+        FILES_APP_STANDBY_RETRY = float(retry)
 
 STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "files_app.storage.LargeObjectStorage"},

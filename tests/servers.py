@@ -47,10 +47,11 @@ def asgi_application() -> Any:
 def _use_attachment_urls() -> None:
     # Range cases K01 and K03 need the attachment view of tests/urls_attachment.py; set
     # before the application exists, so no request ever sees another URLconf.
+    # FILES_APP_TEST_URLCONF: another one (tests/urls_wrapped.py, test_servers.py).
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     from django.conf import settings
 
-    settings.ROOT_URLCONF = "tests.urls_attachment"
+    settings.ROOT_URLCONF = os.environ.get("FILES_APP_TEST_URLCONF", "tests.urls_attachment")
 
 
 def database_url(settings_dict: Mapping[str, Any]) -> str:

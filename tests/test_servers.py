@@ -19,7 +19,9 @@ import socket
 import struct
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from django.db import connection
 
 from files_app import maintenance
 from files_app.models import StoredFile
+from files_app.sharing import make_share_url
 from tests.rangecases import (
     CASES,
     Headers,
@@ -127,6 +130,63 @@ def test_the_lean_path_answers_when_it_is_on(
         assert vary is None
     else:
         assert vary is not None and "Cookie" in vary
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def wrapped_server(
+    request: pytest.FixtureRequest, served_files: dict[str, Served]
+) -> Iterator[Server]:
+    """A real server with the lean path on, for a host whose URLconf guards files_app's
+    download URLs with its own decorators (tests/urls_wrapped.py)."""
+    env = {"FILES_APP_TEST_LEAN": "1", "FILES_APP_TEST_URLCONF": "tests.urls_wrapped"}
+    with running_server(request.param, connection.settings_dict, env=env) as running:
+        yield running
+        running.check_alive()
+        assert "Traceback" not in running.output(), running.output()
+
+
+def test_the_lean_path_keeps_the_hosts_decorators(
+    wrapped_server: Server, served_files: dict[str, Served]
+) -> None:
+    served = served_files["size10000"]
+    name = served.path.rsplit("/", 1)[1]
+    guarded = f"/files/{served.uuid}/{name}"  # login_required, ahead of files_app's URLs
+    for method in ("GET", "HEAD"):
+        reply = request(wrapped_server, method, guarded, {"Range": "bytes=0-99"})
+        assert reply.status == 302, (method, reply.status)
+        assert Headers(reply.headers).get("Location") == f"/accounts/login/?next={guarded}"
+    wrapper = f"/files/{served.uuid}/wrapper/{name}"
+    assert request(wrapped_server, "GET", wrapper).status == 403
+    reply = request(wrapped_server, "GET", wrapper, {"X-Host-Pass": "yes", "Range": "bytes=0-9"})
+    assert (reply.status, reply.body) == (206, served.data(0, 9))
+    cached = request(wrapped_server, "GET", f"/files/{served.uuid}/cache/{name}")
+    assert cached.status == 200
+    assert "max-age=7" in (Headers(cached.headers).get("Cache-Control") or "")
+
+
+def test_the_lean_path_answers_the_stock_views_with_the_security_headers(
+    wrapped_server: Server, served_files: dict[str, Served]
+) -> None:
+    # files_app's own views, which no host route covers: a share link, and a download
+    # through the second include. The lean path answers them (no Vary), and every answer,
+    # 304 and 412 included, carries SecurityMiddleware's headers as the views' do.
+    served = served_files["size10000"]
+    name = served.path.rsplit("/", 1)[1]
+    share = make_share_url(uuid.UUID(served.uuid), name, timedelta(hours=1))
+    for path, headers, status in [
+        (share, {"Range": "bytes=0-9"}, 206),
+        (share, {"If-None-Match": served.etag}, 304),
+        (share, {"If-Match": '"another"'}, 412),
+        (share, {"Range": "bytes=20000-"}, 416),
+        (f"/mirror/{served.uuid}/{name}", {"Range": "bytes=0-9"}, 206),
+    ]:
+        reply = request(wrapped_server, "GET", path, headers)
+        got = Headers(reply.headers)
+        assert reply.status == status, path
+        assert got.get("Vary") is None, f"the view answered {path}"
+        assert got.get("X-Content-Type-Options") == "nosniff", status
+        assert got.get("Referrer-Policy") == "same-origin", status
+        assert got.get("Cross-Origin-Opener-Policy") == "same-origin", status
 
 
 Request = tuple[str, dict[str, str], list[tuple[int, int]]]

@@ -2,7 +2,8 @@
 FileServingMiddleware, and under ASGI by StreamingASGIHandler, with the same status,
 headers and bytes as the views, in one query, and everything else left to the views.
 
-Real servers run the range cases against it in test_servers.py.
+Real servers run the range cases against it in test_servers.py; the host's decorators and
+middleware rules, which send a request to the views, are in test_lean_access.py.
 """
 
 from __future__ import annotations
@@ -13,27 +14,34 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
-from django.db import connection
-from django.http import StreamingHttpResponse
-from django.test import AsyncClient, Client
+from django.db import OperationalError, connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from files_app import alo, lo
+from files_app import alo, lo, serving
 from files_app.asgi import StreamingASGIHandler
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
-from files_app.wsgi import FilesWSGIHandler
+from tests.lean import (
+    ENTRIES,
+    LEAN,
+    Reply,
+    asgi,
+    fetch,
+    fetch_all,
+    normalized,
+    request_scope,
+    spy_lean_answers,
+)
+from tests.lean import client as _wsgi
 from tests.rangecases import (
     CASES,
-    Headers,
-    RangeCase,
+    VIEW_STATUSES,
     Served,
     check_response,
     create_served,
@@ -42,23 +50,51 @@ from tests.rangecases import (
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.urls_attachment")]
 
-LEAN = "files_app.middleware.FileServingMiddleware"
-# Headers that the middleware after the lean one adds on the view's way, and so only there:
-# SessionMiddleware's Vary, SecurityMiddleware's policies (and its nosniff on the bodiless
-# 304 and 412, where files_app sets none).
-SKIPPED_MIDDLEWARE_HEADERS = {
-    "vary",
-    "referrer-policy",
-    "cross-origin-opener-policy",
-    "x-content-type-options",
+SECURITY = "django.middleware.security.SecurityMiddleware"
+# The headers Django's security middleware put on the views' answers, with the settings of
+# the `hardened` fixture: a lean answer must carry each of them too, whatever its status.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+    "strict-transport-security": "max-age=3600; includeSubDomains",  # over HTTPS only
+    "x-frame-options": "DENY",
 }
+# Only the views' answers carry SessionMiddleware's Vary: Cookie: a view reads the session
+# to learn who asks, and a lean answer (a public file, a share link) is the same for all.
+VIEW_ONLY_HEADERS = {"vary"}
 KiB = 1024
-Reply = tuple[int, Headers, bytes]
 
 
 @pytest.fixture
 def lean(settings: SettingsWrapper) -> None:
     settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
+
+
+@pytest.fixture
+def hardened(settings: SettingsWrapper) -> list[str]:
+    """Every header Django's security middleware may add to a download: the test settings'
+    SecurityMiddleware with HSTS, plus XFrameOptionsMiddleware last (as startproject has
+    it). Return MIDDLEWARE, without the lean path."""
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    ]
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    return list(settings.MIDDLEWARE)
+
+
+def _with_lean(middleware: list[str], placement: str) -> list[str]:
+    if placement == "first":
+        return [LEAN, *middleware]
+    at = middleware.index(SECURITY) + 1  # where whitenoise puts its own
+    return [*middleware[:at], LEAN, *middleware[at:]]
+
+
+@pytest.fixture
+def lean_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return spy_lean_answers(monkeypatch)
 
 
 @pytest.fixture
@@ -68,26 +104,6 @@ def served_files() -> Iterator[dict[str, Served]]:
     StoredFile.objects.filter(pk__in=[served.pk for served in files.values()]).delete()
 
 
-def _wsgi(method: str, path: str, headers: dict[str, str]) -> Reply:
-    response = Client().generic(method, path, headers=headers)
-    if isinstance(response, StreamingHttpResponse):
-        body = b"".join(response)
-    else:
-        body = bytes(response.content)
-    return response.status_code, Headers(response.headers.items()), body
-
-
-def _normalized(reply: Reply) -> tuple[int, dict[str, str], bytes]:
-    """The reply with its multipart boundary (random per response) replaced."""
-    status, headers, body = reply
-    values = dict(headers._values)
-    match = re.search(r"boundary=(\S+)", values.get("content-type", ""))
-    if match:
-        values["content-type"] = values["content-type"].replace(match[1], "BOUNDARY")
-        body = body.replace(match[1].encode(), b"BOUNDARY")
-    return status, values, body
-
-
 def _drop(values: dict[str, str], names: set[str]) -> dict[str, str]:
     return {name: value for name, value in values.items() if name not in names}
 
@@ -95,149 +111,161 @@ def _drop(values: dict[str, str], names: set[str]) -> dict[str, str]:
 # --- The same answers as the views -------------------------------------------------------
 
 
-def _wsgi_handler(method: str, path: str, headers: dict[str, str]) -> Reply:
-    """Call files_app.wsgi's handler directly, as a WSGI server would."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": unquote(path).encode().decode("latin-1"),
-        "HTTP_HOST": "testserver",
-        **{"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()},
-    }
-    setup_testing_defaults(environ)
-    started: list[tuple[str, list[tuple[str, str]]]] = []
-
-    def start_response(status: str, response_headers: list[tuple[str, str]]) -> None:
-        started.append((status, response_headers))
-
-    body = FilesWSGIHandler()(environ, start_response)
-    try:
-        data = b"".join(body)
-    finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-    status, response_headers = started[0]
-    return int(status.split()[0]), Headers(response_headers), data
+def test_the_cases_cover_every_status_of_a_download() -> None:
+    assert {case.expect_status for case in CASES} >= VIEW_STATUSES
 
 
-@pytest.mark.parametrize("entry", ["middleware", "handler"])
-def test_every_range_case_gets_the_views_answer(
-    entry: str, served_files: dict[str, Served], settings: SettingsWrapper
+@pytest.mark.parametrize("placement", ["first", "after-security"])
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_range_case_gets_the_views_answer_with_every_header(
+    entry: str,
+    placement: str,
+    served_files: dict[str, Served],
+    hardened: list[str],
+    lean_answers: list[str],
+    settings: SettingsWrapper,
 ) -> None:
-    """Through FileServingMiddleware in Django's handler, and through files_app.wsgi's
-    handler before Django's."""
-    middleware = list(settings.MIDDLEWARE)
-    fetch = _wsgi if entry == "middleware" else _wsgi_handler
+    """Status, body and every header but Vary, for each door: Django's handlers with the
+    middleware (WSGI, ASGI) and files_app's handlers before Django's; with the lean
+    middleware first or right after SecurityMiddleware; over HTTPS (HSTS)."""
+    requests = []
+    views = []
     for case in CASES:
         served = served_files[case.resource_key]
-        headers = request_headers(case, served)
-        settings.MIDDLEWARE = middleware
-        view = _wsgi(case.method, served.path, headers)
-        settings.MIDDLEWARE = [LEAN, *middleware]
-        with CaptureQueriesContext(connection) as queries:
-            lean = fetch(case.method, served.path, headers)
-        check_response(case, served, *lean)
-        view_status, view_headers, view_body = _normalized(view)
-        lean_status, lean_headers, lean_body = _normalized(lean)
+        request = (case.method, served.path, request_headers(case, served))
+        requests.append(request)
+        views.append(_wsgi(*request, secure=True))
+    settings.MIDDLEWARE = _with_lean(hardened, placement)
+    replies = fetch_all(entry, requests, secure=True)
+    lean_paths = 0
+    for case, view, reply in zip(CASES, views, replies, strict=True):
+        served = served_files[case.resource_key]
+        check_response(case, served, *reply)
+        view_status, view_headers, view_body = normalized(view)
+        lean_status, lean_headers, lean_body = normalized(reply)
         assert (lean_status, lean_body) == (view_status, view_body), case.id
-        assert _drop(lean_headers, SKIPPED_MIDDLEWARE_HEADERS) == _drop(
-            view_headers, SKIPPED_MIDDLEWARE_HEADERS
-        ), case.id
-        if lean_status in (200, 206, 416):
-            assert lean_headers["x-content-type-options"] == "nosniff", case.id
+        assert _drop(lean_headers, VIEW_ONLY_HEADERS) == _drop(view_headers, VIEW_ONLY_HEADERS), (
+            case.id
+        )
+        assert lean_headers.items() >= SECURITY_HEADERS.items(), case.id
         if "/attachment/" not in served.path and lean_status != 405:
             # Answered by the lean path: no session was touched, so no Vary: Cookie.
             assert "vary" not in lean_headers, case.id
-            assert queries.captured_queries, case.id
-            assert "lo_open" in queries.captured_queries[0]["sql"], case.id
+            lean_paths += 1
+    assert len(lean_answers) == lean_paths
 
 
-def _request_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": unquote(path),
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            *(
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in headers.items()
-            ),
-        ],
-        "client": ("127.0.0.1", 4321),
-        "server": ("testserver", 80),
-    }
-
-
-async def _asgi(app: Any, method: str, path: str, headers: dict[str, str]) -> Reply:
-    """Call an ASGI application directly, as a server would."""
-    sent: list[dict[str, Any]] = []
-    requested = False
-    never = asyncio.get_running_loop().create_future()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await never  # the client stays
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(_request_scope(method, path, headers), receive, send)
-    start = next(message for message in sent if message["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    assert not sent[-1].get("more_body", False), "the body never ended"
-    pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in start["headers"]]
-    return start["status"], Headers(pairs), body
-
-
-async def _async_client(method: str, path: str, headers: dict[str, str]) -> Reply:
-    response = await AsyncClient().generic(method, path, headers=headers)
-    if not isinstance(response, StreamingHttpResponse):
-        body = bytes(response.content)
-    elif hasattr(response.streaming_content, "__aiter__"):
-        body = b"".join([chunk async for chunk in response.streaming_content])
-    else:
-        body = b"".join(response.streaming_content)
-    return response.status_code, Headers(response.headers.items()), body
-
-
-@pytest.mark.parametrize("entry", ["handler", "middleware"])
-def test_every_range_case_is_answered_on_the_event_loop_under_asgi(
-    entry: str, served_files: dict[str, Served], lean: None, driver: str
+def test_a_lean_answer_is_one_query_that_opens_the_object(
+    served_files: dict[str, Served], lean: None
 ) -> None:
-    """Through StreamingASGIHandler (before Django's handler) and through the middleware
-    under Django's async handling (AsyncClient), with the async pool (psycopg 3)."""
-    app = StreamingASGIHandler()
+    for case in CASES:
+        served = served_files[case.resource_key]
+        if "/attachment/" in served.path or case.method not in ("GET", "HEAD"):
+            continue
+        with CaptureQueriesContext(connection) as queries:
+            _wsgi(case.method, served.path, request_headers(case, served))
+        assert queries.captured_queries, case.id
+        assert "lo_open" in queries.captured_queries[0]["sql"], case.id
 
-    async def run() -> list[tuple[RangeCase, Served, Reply]]:
-        replies = []
-        try:
-            for case in CASES:
-                served = served_files[case.resource_key]
-                headers = request_headers(case, served)
-                if entry == "handler":
-                    reply = await _asgi(app, case.method, served.path, headers)
-                else:
-                    reply = await _async_client(case.method, served.path, headers)
-                replies.append((case, served, reply))
-        finally:
-            await alo.close_pools()
-        return replies
 
-    for case, served, reply in async_to_sync(run)():
-        check_response(case, served, *reply)
-        expected = _wsgi(case.method, served.path, request_headers(case, served))
-        assert _normalized(reply)[0::2] == _normalized(expected)[0::2], case.id
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_share_links_get_the_views_answer_with_every_header(
+    entry: str,
+    hardened: list[str],
+    lean_answers: list[str],
+    settings: SettingsWrapper,
+    store: Callable[..., StoredFile],
+) -> None:
+    stored = store(b"0123456789" * 10, "shared.txt", public=False)
+    url = make_share_url(stored.uuid, stored.download_name, timedelta(hours=1))
+    requests: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", url, {}),
+        ("GET", url, {"Range": "bytes=2-4"}),
+        ("GET", url, {"If-None-Match": stored.etag}),
+        ("GET", url, {"If-Match": '"another"'}),
+        ("GET", url, {"Range": "bytes=500-"}),
+        ("HEAD", url, {}),
+    ]
+    views = [_wsgi(*request, secure=True) for request in requests]
+    settings.MIDDLEWARE = _with_lean(hardened, "first")
+    replies = fetch_all(entry, requests, secure=True)
+    assert [reply[0] for reply in replies] == [200, 206, 304, 412, 416, 200]
+    assert [normalized(reply) for reply in replies] == [normalized(view) for view in views]
+    for reply in replies:
+        assert normalized(reply)[1].items() >= SECURITY_HEADERS.items()
+    assert len(lean_answers) == len(requests)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_plain_http_answers_have_no_hsts_on_either_path(
+    entry: str,
+    hardened: list[str],
+    lean_answers: list[str],
+    settings: SettingsWrapper,
+    store: Callable[..., StoredFile],
+) -> None:
+    stored = store(b"plain", "plain.txt")
+    requests: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", stored.get_absolute_url(), {}),
+        ("GET", stored.get_absolute_url(), {"If-None-Match": stored.etag}),
+    ]
+    views = [_wsgi(*request) for request in requests]
+    settings.MIDDLEWARE = _with_lean(hardened, "after-security")
+    replies = fetch_all(entry, requests)
+    for view, reply in zip(views, replies, strict=True):
+        view_values, lean_values = normalized(view)[1], normalized(reply)[1]
+        assert "strict-transport-security" not in lean_values
+        assert _drop(lean_values, VIEW_ONLY_HEADERS) == _drop(view_values, VIEW_ONLY_HEADERS)
+    assert len(lean_answers) == len(requests)
+
+
+@pytest.mark.parametrize("entry", ["client", "wsgi-handler"])
+def test_a_lean_503_carries_the_security_headers(
+    entry: str,
+    hardened: list[str],
+    settings: SettingsWrapper,
+    store: Callable[..., StoredFile],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored = store()
+    settings.MIDDLEWARE = _with_lean(hardened, "first")
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("connection refused")  # simulated: the database is down
+
+    monkeypatch.setattr(serving, "serve", down)
+    status, headers, _ = fetch(entry, "GET", stored.get_absolute_url(), secure=True)
+    assert status == 503
+    assert normalized((status, headers, b""))[1].items() >= SECURITY_HEADERS.items()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "header"),
+    [
+        ("SECURE_CONTENT_TYPE_NOSNIFF", False, "x-content-type-options"),
+        ("SECURE_REFERRER_POLICY", None, "referrer-policy"),
+        ("SECURE_CROSS_ORIGIN_OPENER_POLICY", None, "cross-origin-opener-policy"),
+        ("SECURE_HSTS_SECONDS", 0, "strict-transport-security"),
+    ],
+)
+def test_a_setting_that_turns_a_header_off_turns_it_off_on_both_paths(
+    setting: str,
+    value: Any,
+    header: str,
+    hardened: list[str],
+    settings: SettingsWrapper,
+    store: Callable[..., StoredFile],
+) -> None:
+    # 304: the responder sets no nosniff of its own there, so the setting decides.
+    stored = store()
+    setattr(settings, setting, value)
+    request = ("GET", stored.get_absolute_url(), {"If-None-Match": stored.etag})
+    view = normalized(_wsgi(*request, secure=True))
+    settings.MIDDLEWARE = _with_lean(hardened, "first")
+    reply = normalized(fetch("wsgi-handler", *request, secure=True))
+    assert (reply[0], view[0]) == (304, 304)
+    assert header not in reply[1]
+    assert _drop(reply[1], VIEW_ONLY_HEADERS) == _drop(view[1], VIEW_ONLY_HEADERS)
 
 
 # --- One query -----------------------------------------------------------------------------
@@ -379,9 +407,9 @@ def test_the_handler_leaves_private_files_and_other_paths_to_django(
     async def run() -> tuple[Reply, Reply, Reply]:
         try:
             return (
-                await _asgi(app, "GET", stored.get_absolute_url(), {}),
-                await _asgi(app, "GET", "/nowhere/", {}),
-                await _asgi(app, "GET", public.get_absolute_url(), {"Range": "bytes=1-2"}),
+                await asgi(app, "GET", stored.get_absolute_url(), {}),
+                await asgi(app, "GET", "/nowhere/", {}),
+                await asgi(app, "GET", public.get_absolute_url(), {"Range": "bytes=1-2"}),
             )
         finally:
             await alo.close_pools()
@@ -420,7 +448,7 @@ def test_a_client_leaving_mid_body_stops_the_reads(
 
         try:
             await asyncio.wait_for(
-                app(_request_scope("GET", stored.get_absolute_url(), {}), receive, send), 30
+                app(request_scope("GET", stored.get_absolute_url(), {}), receive, send), 30
             )
         finally:
             await alo.close_pools()
@@ -474,7 +502,7 @@ def test_the_lookup_is_prepared_on_the_server(
             headers = {"Range": "bytes=0-3"}
             app = StreamingASGIHandler()
             for _ in range(2):
-                reply = await _asgi(app, "GET", stored.get_absolute_url(), headers)
+                reply = await asgi(app, "GET", stored.get_absolute_url(), headers)
                 assert reply[2] == b"prep"
             async with alo.connection("default") as conn:
                 cursor = conn.cursor()

@@ -103,6 +103,56 @@ def test_postgres_stopped_is_a_quick_503_and_service_resumes(
     server.check_alive()
 
 
+def _restart_mid_download(server: Server, own_database: OwnDatabase, path: str) -> None:
+    """Restart PostgreSQL (fast shutdown) while ``path`` downloads; return once it accepts
+    connections again."""
+    restarted = threading.Event()
+
+    def restart_once(received: int) -> bool:
+        if received >= 2 * MiB and not restarted.is_set():
+            restarted.set()
+            own_database.stop()
+            own_database.start()  # returns once PostgreSQL accepts connections
+        return restarted.is_set()  # and the client leaves
+
+    download(server, path, rate=16 * MiB, on_progress=restart_once)
+    assert restarted.is_set()
+
+
+def test_the_first_request_after_a_postgres_restart_succeeds(
+    server: Server, own_database: OwnDatabase, big_file: str
+) -> None:
+    # Regression (issue 21, point 16): after a restart, the pools handed out their dead
+    # connections (uvicorn) or waited 1, 2, 4 s between them (gunicorn): 503s.
+    private = own_database.store("restart-private.bin", BIG[:MiB], public=False)
+    cookie = _admin_cookie(own_database)
+    requests = [(big_file, {}), (f"/files/{private}/restart-private.bin", {"Cookie": cookie})]
+    ranged = {"Range": "bytes=100-199"}
+    for round_ in range(5):
+        # Fill the pools: concurrent requests on the lean path and the views.
+        threads = [
+            threading.Thread(target=download, args=(server, path, {**headers, **ranged}))
+            for path, headers in requests * 4
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        _restart_mid_download(server, own_database, big_file)
+        for path, headers in requests:
+            started = time.monotonic()
+            reply = download(server, path, {**headers, **ranged})
+            took = time.monotonic() - started
+            assert (reply.status, reply.body) == (206, BIG[100:200]), (
+                round_,
+                path,
+                reply.status,
+                server.output()[-2000:],
+            )
+            assert took < 3, f"round {round_}: {path} took {took:.1f} s"
+    server.check_alive()
+
+
 def _rss(server: Server) -> int:
     master = psutil.Process(server.process.pid)
     workers = master.children(recursive=True) or [master]

@@ -2,6 +2,9 @@
 gunicorn and uvicorn, against a primary and a streaming standby made from the embedded
 binaries (``pg_basebackup -R``): downloads are read from the standby, and a file the
 standby does not have yet (replay paused with ``pg_wal_replay_pause()``) from the primary.
+
+Issue 21: a standby that lags more than MINICLOUD_STANDBY_MAX_LAG (point 14) or does not
+answer (point 13) is left for the primary, quickly, with one warning.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import pytest
 
 from minicloud.pgserver import PostgresServer
-from tests.reliability.conftest import MiB, OwnDatabase
+from tests.reliability.conftest import MiB, OwnDatabase, share_link
 from tests.servers import SERVER_KINDS, Server, request, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
@@ -47,7 +50,27 @@ def cookie(own_database: OwnDatabase) -> str:
 def server(
     request: pytest.FixtureRequest, own_database: OwnDatabase, standby: PostgresServer
 ) -> Iterator[Server]:
-    env = {"MINICLOUD_REPLICA_URL": standby.url("minicloud")}
+    # No bound on lag: with replay paused, the standby answers whatever the primary did.
+    env = {"MINICLOUD_REPLICA_URL": standby.url("minicloud"), "MINICLOUD_STANDBY_MAX_LAG": "none"}
+    with running_server(request.param, own_database.url, project="minicloud", env=env) as running:
+        yield running
+        running.check_alive()
+        assert "Traceback" not in running.output(), running.output()
+
+
+MAX_LAG = 1.0
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def bounded(
+    request: pytest.FixtureRequest, own_database: OwnDatabase, standby: PostgresServer
+) -> Iterator[Server]:
+    """minicloud with a standby that may lag 1 s, and is tried again 1 s after it failed."""
+    env = {
+        "MINICLOUD_REPLICA_URL": standby.url("minicloud"),
+        "MINICLOUD_STANDBY_MAX_LAG": str(MAX_LAG),
+        "MINICLOUD_STANDBY_RETRY": "1",
+    }
     with running_server(request.param, own_database.url, project="minicloud", env=env) as running:
         yield running
         running.check_alive()
@@ -134,3 +157,95 @@ def test_a_file_not_replicated_yet_is_read_from_the_primary(
         )
         assert (mine.status, mine.body) == (200, DATA)
         assert request(server, "GET", f"/files/{private}/x.bin").status == 404  # no session
+
+
+def _until(condition: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_access_changes_reach_downloads_within_the_lag_bound(
+    bounded: Server, own_database: OwnDatabase, standby: PostgresServer, cookie: str
+) -> None:
+    # Regression (issue 21, point 14): a file made private on the primary was served to
+    # anyone by a standby whose replay was paused, for as long as it stayed paused.
+    kind = bounded.kind
+    public = own_database.store(f"made-private-{kind}.bin", DATA)
+    shared = own_database.store(f"shared-deleted-{kind}.bin", DATA, public=False)
+    path = f"/files/{public}/made-private-{kind}.bin"
+    link = share_link(own_database.url, shared, f"shared-deleted-{kind}.bin")
+    _caught_up(own_database, standby)
+    assert request(bounded, "GET", path).status == 200
+    assert request(bounded, "GET", link).status == 200
+    with _replay_paused(standby):
+        own_database.execute(
+            "UPDATE files_app_storedfile SET public = false WHERE uuid = %s", (public,)
+        )
+        own_database.execute("DELETE FROM files_app_storedfile WHERE uuid = %s", (shared,))
+        changed = time.monotonic()
+        assert _on_standby(standby, shared)  # the standby still has both as they were
+        _until(lambda: request(bounded, "GET", path, {"Range": "bytes=0-9"}).status == 404, 5)
+        _until(lambda: request(bounded, "GET", link, {"Range": "bytes=0-9"}).status == 404, 5)
+        # The bound counts from the last change the standby replayed, before these.
+        assert time.monotonic() - changed < MAX_LAG + 0.5
+        for _ in range(5):
+            assert request(bounded, "GET", path).status == 404
+        # The owner (here, a superuser) still gets it, from the primary.
+        mine = request(bounded, "GET", path, {"Cookie": cookie})
+        assert (mine.status, mine.body) == (200, DATA)
+    assert bounded.output().count("replays") <= 1, bounded.output()
+
+
+def _standby_read(standby: PostgresServer) -> bool:
+    """Return whether some connection to the standby last ran a download's query (the
+    lookup, or a read)."""
+    rows = _query(
+        standby,
+        "SELECT 1 FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' "
+        "AND (query LIKE '%%files_app_storedfile%%' OR query LIKE '%%lo_get%%')",
+    )
+    return bool(rows)
+
+
+def test_a_stopped_standby_leaves_downloads_to_the_primary_quickly(
+    bounded: Server, own_database: OwnDatabase, standby: PostgresServer, cookie: str
+) -> None:
+    # Regression (issue 21, point 13): with the standby down, every download was a 503
+    # after the pool's 5 s timeout, though the primary was up.
+    kind = bounded.kind
+    public = own_database.store(f"standby-down-{kind}.bin", DATA)
+    private = own_database.store(f"standby-down-private-{kind}.bin", DATA, public=False)
+    requests = [
+        (f"/files/{public}/standby-down-{kind}.bin", {}),  # the lean path
+        (f"/files/{private}/standby-down-private-{kind}.bin", {"Cookie": cookie}),  # views
+    ]
+    _caught_up(own_database, standby)
+    for path, headers in requests:
+        assert request(bounded, "GET", path, headers).status == 200
+    warned = bounded.output().count("cannot be reached")
+    port = standby.port
+    standby.stop()
+    try:
+        took = []
+        for round_ in range(8):
+            for path, headers in requests:
+                started = time.monotonic()
+                reply = request(bounded, "GET", path, {**headers, "Range": "bytes=5-14"})
+                took.append(time.monotonic() - started)
+                assert (reply.status, reply.body) == (206, DATA[5:15]), (round_, path, reply)
+            time.sleep(0.2)  # past the retry interval (1 s): tried again, still down
+        assert max(took) < 1, took
+    finally:
+        standby.start(port=port)
+    assert bounded.output().count("cannot be reached") == warned + 1, bounded.output()
+    # Back: after the retry interval, downloads read from the standby again.
+    _caught_up(own_database, standby)
+    _until(
+        lambda: request(bounded, "GET", requests[0][0]).status == 200 and _standby_read(standby),
+        10,
+    )
