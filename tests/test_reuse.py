@@ -15,9 +15,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -91,10 +94,12 @@ print(invoice.pdf.url)
 """
 
 
-def test_a_new_project_on_the_newest_django_uses_the_wheel(
-    tmp_path: Path, scratch_database: str
-) -> None:
+@pytest.fixture(scope="module")
+def adopter_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with files_app's wheel (psycopg extra), the newest
+    Django, and what an adopter's project adds: Pillow, gunicorn, pytest-django."""
     python = _python()
+    tmp_path = tmp_path_factory.mktemp("wheel")
     # The wheel, built from a copy (setuptools writes next to pyproject.toml).
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "__pycache__"))
@@ -106,10 +111,63 @@ def test_a_new_project_on_the_newest_django_uses_the_wheel(
     _run(python, "-m", "venv", str(venv), cwd=tmp_path)
     bin_ = venv / "bin"
     _run(str(bin_ / "pip"), "install", "-q", f"{wheel}[psycopg]", NEWEST_DJANGO,
-         "dj-database-url", "gunicorn", cwd=tmp_path)  # fmt: skip
+         "dj-database-url", "gunicorn", "Pillow", "pytest", "pytest-django",
+         cwd=tmp_path)  # fmt: skip
     version = _run(str(bin_ / "python"), "-m", "django", "--version", cwd=tmp_path)
     assert version.startswith("6.1."), version
+    return bin_
 
+
+def _clean_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO")}
+    env.pop("PYTHONPATH", None)  # nothing of this repository: only the wheel
+    return env
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+    """GET without following redirects, retrying while the server starts."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), error.headers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@contextmanager
+def _gunicorn(bin_: Path, project: Path, env: dict[str, str]) -> Iterator[int]:
+    """Run the project under gunicorn; yield its port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(bin_ / "gunicorn"), "shop.wsgi", f"--bind=127.0.0.1:{port}", "--threads=2"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_new_project_on_the_newest_django_uses_the_wheel(
+    tmp_path: Path, scratch_database: str, adopter_venv: Path
+) -> None:
+    bin_ = adopter_venv
     project = tmp_path / "project"
     project.mkdir()
     _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
@@ -123,8 +181,7 @@ def test_a_new_project_on_the_newest_django_uses_the_wheel(
         f.write("\nfrom django.urls import include\n")
         f.write('urlpatterns += [path("files/", include("files_app.urls"))]\n')
 
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO")}
-    env.pop("PYTHONPATH", None)  # nothing of this repository: only the wheel
+    env = _clean_env()
     manage = [str(bin_ / "python"), "manage.py"]
     _run(*manage, "makemigrations", "invoices", cwd=project, env=env)
     _run(*manage, "migrate", "--no-input", cwd=project, env=env)
@@ -132,33 +189,243 @@ def test_a_new_project_on_the_newest_django_uses_the_wheel(
     url = _run(*manage, "shell", "-c", STORE, cwd=project, env=env).strip().splitlines()[-1]
     assert url.startswith("/files/lo/")  # a signed link; the oid column keeps no name
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(bin_ / "gunicorn"), "shop.wsgi", f"--bind=127.0.0.1:{port}", "--threads=2"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        request = urllib.request.Request(
+    with _gunicorn(bin_, project, env) as port:
+        status, body, headers = _get(
             f"http://127.0.0.1:{port}{url}", headers={"Range": "bytes=1000-1999"}
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    status, body = response.status, response.read()
-                    content_range = response.headers["Content-Range"]
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-    finally:
-        server.terminate()
-        server.wait(30)
+        content_range = headers["Content-Range"]
     data = bytes(range(256)) * 4096
     assert status == 206
     assert content_range == f"bytes 1000-1999/{len(data)}"
     assert hashlib.sha256(body).digest() == hashlib.sha256(data[1000:2000]).digest()
+
+
+# The adopter's project (issue 21): a model of its own with a FileField and an ImageField on
+# the default storage, files_app's upload handler for every upload, the lean path on, and
+# files_app's download route wrapped in login_required before files_app's URLs.
+
+ADOPTER_MODELS = """
+from django.db import models
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=100)
+    manual = models.FileField(upload_to="manuals/")
+    photo = models.ImageField(upload_to="photos/", blank=True)
+"""
+
+ADOPTER_ADMIN = """
+from django.contrib import admin
+
+from catalog.models import Product
+
+admin.site.register(Product)
+"""
+
+ADOPTER_VIEWS = """
+from django.views.generic import CreateView
+
+from catalog.models import Product
+
+
+class ProductCreateView(CreateView):
+    model = Product
+    fields = ["name", "manual", "photo"]
+    template_name = "catalog/product_form.html"
+    success_url = "/products/add/"
+"""
+
+ADOPTER_URLS = """
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path
+
+from catalog.views import ProductCreateView
+from files_app.views import StoredFileView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    # The host's rule for downloads: signed-in users only, even for public files.
+    path("files/<uuid:uuid>/<path:filename>", login_required(StoredFileView.as_view())),
+    path("files/", include("files_app.urls")),
+    path("products/add/", ProductCreateView.as_view()),
+]
+"""
+
+ADOPTER_SETTINGS = (
+    SETTINGS.replace('"invoices"', '"catalog"')
+    + """
+FILE_UPLOAD_HANDLERS = ["files_app.uploadhandler.LargeObjectUploadHandler"]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "files_app.middleware.FileServingMiddleware",
+)
+ALLOWED_HOSTS = ["127.0.0.1", "testserver"]
+"""
+)
+
+ADOPTER_WSGI = """
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+
+from files_app.wsgi import get_wsgi_application  # noqa: E402
+
+application = get_wsgi_application()
+"""
+
+ADOPTER_TESTS = """
+import io
+
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.test import TestCase
+from PIL import Image
+
+from catalog.models import Product
+from files_app.models import StoredFile
+
+MANUAL = b"%PDF-1.4 a lamp's manual " * 4000
+
+
+def png():
+    buffer = io.BytesIO()
+    Image.new("RGB", (3, 2), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def form():
+    return {
+        "name": "Lamp",
+        "manual": SimpleUploadedFile("lamp.pdf", MANUAL, "application/pdf"),
+        "photo": SimpleUploadedFile("lamp.png", png(), "image/png"),
+    }
+
+
+class Uploads(TestCase):
+    def assert_stored(self):
+        product = Product.objects.get()
+        assert product.manual.storage.exists(product.manual.name), product.manual.name
+        with product.manual.open("rb") as manual:
+            assert manual.read() == MANUAL
+        assert (product.photo.width, product.photo.height) == (3, 2)
+
+    def test_admin_upload(self):
+        admin = User.objects.create_superuser("admin", "admin@example.com", "secret")
+        self.client.force_login(admin)
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.post("/admin/catalog/product/add/", form())
+        assert response.status_code == 302, response.content.decode()[:3000]
+        self.assert_stored()
+
+    def test_model_form_upload(self):
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.post("/products/add/", form())
+        assert response.status_code == 302, response.content.decode()[:3000]
+        self.assert_stored()
+
+
+class StorageContract(TestCase):
+    def test_a_saved_file_lives_until_deleted(self):
+        name = default_storage.save("thumbs/a.jpg", ContentFile(b"a thumbnail"))
+        call_command("files_sweep", grace=0)
+        assert default_storage.exists(name)
+        with default_storage.open(name) as thumb:
+            assert thumb.read() == b"a thumbnail"
+        default_storage.delete(name)
+        assert not default_storage.exists(name)
+
+    def test_deleting_one_of_two_deduplicated_files_keeps_the_other(self):
+        first = StoredFile.objects.create(file=ContentFile(MANUAL, name="a.pdf"))
+        second = StoredFile.objects.create(file=ContentFile(MANUAL, name="b.pdf"))
+        assert first.file.name == second.file.name  # dedupe: one large object, shared
+        first.file.delete(save=False)
+        second = StoredFile.objects.get(pk=second.pk)
+        with second.file.open("rb") as kept:
+            assert kept.read() == MANUAL
+
+
+class HostRules(TestCase):
+    def test_a_public_file_behind_login_required(self):
+        stored = StoredFile.objects.create(
+            file=ContentFile(MANUAL, name="lamp.pdf"), name="lamp.pdf", public=True
+        )
+        response = self.client.get(stored.get_absolute_url())
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+        self.client.force_login(User.objects.create_user("reader", password="secret"))
+        response = self.client.get(stored.get_absolute_url())
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content) == MANUAL
+"""
+
+ADOPTER_FIXTURE = """
+from django.core.files.base import ContentFile
+from datetime import timedelta
+
+from files_app.models import StoredFile
+from files_app.sharing import make_share_url
+
+stored = StoredFile.objects.create(
+    file=ContentFile(b"public bytes" * 1000, name="p.txt"), name="p.txt", public=True
+)
+print(stored.get_absolute_url())
+print(make_share_url(stored.uuid, stored.name, timedelta(hours=1)))
+"""
+
+
+def test_an_adopters_project_keeps_its_files_and_its_rules(
+    tmp_path: Path, scratch_database: str, adopter_venv: Path
+) -> None:
+    bin_ = adopter_venv
+    project = tmp_path / "project"
+    project.mkdir()
+    _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
+    app = project / "catalog"
+    (app / "templates" / "catalog").mkdir(parents=True)
+    (app / "tests").mkdir()
+    for path, text in {
+        "__init__.py": "",
+        "models.py": ADOPTER_MODELS,
+        "admin.py": ADOPTER_ADMIN,
+        "views.py": ADOPTER_VIEWS,
+        "templates/catalog/product_form.html": "<form>{{ form }}</form>",
+        "tests/__init__.py": "",
+        "tests/test_files.py": ADOPTER_TESTS,
+    }.items():
+        (app / path).write_text(textwrap.dedent(text))
+    settings = dict(connection.settings_dict, NAME=scratch_database)
+    with open(project / "shop" / "settings.py", "a") as f:
+        f.write(ADOPTER_SETTINGS.format(url=database_url(settings)))
+    (project / "shop" / "urls.py").write_text(ADOPTER_URLS)
+    (project / "shop" / "wsgi.py").write_text(ADOPTER_WSGI)
+    (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = shop.settings\n")
+
+    env = _clean_env()
+    manage = [str(bin_ / "python"), "manage.py"]
+    _run(*manage, "makemigrations", "catalog", cwd=project, env=env)
+    _run(*manage, "check", cwd=project, env=env)
+    # The adopter's own pytest-django tests, in TestCase (one outer transaction each).
+    result = subprocess.run(
+        [str(bin_ / "pytest"), "-p", "no:cacheprovider", "-rA", "catalog"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 passed" in result.stdout, result.stdout
+
+    # From outside: gunicorn with the lean path on (files_app.wsgi and the middleware).
+    _run(*manage, "migrate", "--no-input", cwd=project, env=env)
+    download, share = _run(*manage, "shell", "-c", ADOPTER_FIXTURE, cwd=project, env=env).split()[
+        -2:
+    ]
+    with _gunicorn(bin_, project, env) as port:
+        status, body, headers = _get(f"http://127.0.0.1:{port}{download}")
+        assert status == 302, (status, body[:200])
+        assert headers["Location"].startswith("/accounts/login/")
+        status, body, headers = _get(
+            f"http://127.0.0.1:{port}{share}", headers={"Range": "bytes=0-11"}
+        )
+        assert (status, body) == (206, b"public bytes")
