@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -142,12 +141,17 @@ def create(using: str, *, unadopted: bool = False) -> int:
     ``unadopted`` marks it as an upload's that no row has adopted yet (see :func:`adopt`).
     """
     with cursor(using) as cur:
-        cur.execute("SELECT lo_create(0)")
-        oid = int(cur.fetchone()[0])
+        # The database's clock, as the sweeper's cutoff (one clock, however many app
+        # servers), in whole milliseconds rounded down: never later than the creation.
+        cur.execute(
+            "SELECT lo_create(0), floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
+        )
+        oid, millis = (int(value) for value in cur.fetchone())
         mark = f" {UNADOPTED}" if unadopted else ""
         # COMMENT takes no bind parameters; both values are numbers we made.
         cur.execute(
-            f"COMMENT ON LARGE OBJECT {oid:d} IS '{OWNER_TAG} created={time.time():.3f}{mark}'"
+            f"COMMENT ON LARGE OBJECT {oid:d} IS "
+            f"'{OWNER_TAG} created={millis // 1000}.{millis % 1000:03d}{mark}'"
         )
     return oid
 

@@ -4,7 +4,6 @@ files_app.lo's, through the storage.)"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -287,7 +286,7 @@ def unreferenced(
     window = window or WINDOW
     where, unused_params = _not_referenced(using, "m.oid")
     tag = f"{lo.OWNER_TAG} % {lo.UNADOPTED}" if unadopted_only else f"{lo.OWNER_TAG} %"
-    params: list[Any] = [tag, time.time() - grace, *unused_params]
+    params: list[Any] = [tag, grace, *unused_params]
     # The window is materialized: its objects are found by the OID index alone, then
     # filtered with one index probe per reference column (tests: tests/test_sweep.py;
     # figures: bench/catalogue.py).
@@ -296,7 +295,9 @@ def unreferenced(
         "WHERE oid > %s::oid ORDER BY oid LIMIT %s) "
         "SELECT (SELECT max(oid) FROM w), array("
         f"SELECT m.oid FROM w m {TAGGED} "
-        f"WHERE substring(d.description FROM 'created=([0-9.]+)')::float8 < %s{where} "
+        # The database's clock on both sides (see lo.create()).
+        "WHERE substring(d.description FROM 'created=([0-9.]+)')::float8 "
+        f"<= extract(epoch FROM statement_timestamp())::float8 - %s{where} "
         "ORDER BY m.oid)"
     )
     after = 0
