@@ -135,7 +135,8 @@ class StreamingASGIHandler(ASGIHandler):
         On with :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``.
         """
         from files_app import alo, serving
-        from files_app.middleware import RETRY_AFTER, aserve, unavailable
+        from files_app.middleware import aserve
+        from files_app.outage import RETRY_AFTER, unavailable
 
         method = scope.get("method", "")
         if method not in ("GET", "HEAD") or not alo.available():

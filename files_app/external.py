@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.files.base import File
 from django.core.files.storage import InvalidStorageError, Storage, storages
-from django.db import transaction
 
 from files_app import streaming
 from files_app.conf import app_settings
@@ -35,17 +34,12 @@ __all__ = [
     "ExternalFile",
     "ExternalIO",
     "StorageUnavailable",
-    "drain",
-    "drain_after_commit",
     "get_storage",
     "is_s3",
     "reader",
 ]
 
 logger = logging.getLogger("files_app")
-
-# Queued removals handled per transaction by drain().
-BATCH = 100
 
 
 class StorageUnavailable(OSError):
@@ -384,46 +378,3 @@ class ExternalFile(_BytesFile):
     def reopened(self) -> ExternalFile:
         """Return this file again, its size read from the storage."""
         return ExternalFile(self.alias, str(self.name))
-
-
-def drain(using: str, *, batch: int = BATCH) -> int:
-    """Delete the files that rows let go of (deleted, replaced or moved back) from their
-    storages, unless a row names them again; return how many were deleted.
-
-    A file whose storage fails stays queued for the next drain (``files_sweep``).
-    """
-    from files_app.models import PendingRemoval, StoredFile
-
-    removed, failed = 0, set[int]()
-    while True:
-        with transaction.atomic(using=using):
-            queued = list(
-                PendingRemoval.objects.using(using)
-                .exclude(pk__in=failed)
-                .select_for_update(skip_locked=True)
-                .order_by("pk")[:batch]
-            )
-            if not queued:
-                return removed
-            for item in queued:
-                named = StoredFile._default_manager.using(using).filter(
-                    storage=item.storage, storage_name=item.name
-                )
-                try:
-                    if not named.exists():
-                        get_storage(item.storage).delete(item.name)
-                        removed += 1
-                except Exception:  # a storage's own errors (network, permissions)
-                    logger.exception(
-                        "Could not delete %r from the storage %r; it stays queued.",
-                        item.name,
-                        item.storage,
-                    )
-                    failed.add(item.pk)
-                    continue
-                item.delete()
-
-
-def drain_after_commit(using: str) -> None:
-    """Drain the queue of removals once the current transaction commits."""
-    transaction.on_commit(lambda: drain(using), using=using)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from django.apps import apps
 from django.db import connections, models, router, transaction
 
 from files_app import lo
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 _M = TypeVar("_M", bound=models.Model)
+
+#: The queue of objects a big delete left (files_app.models.PendingUnlink's table; the
+#: unlink trigger writes it by name too).
+PENDING_UNLINK_TABLE = "files_app_pendingunlink"
 
 # Unlinks per transaction: each holds a lock until commit (see IMMEDIATE_UNLINKS).
 BATCH = 500
@@ -75,13 +80,11 @@ def drain(using: str, *, batch: int = BATCH) -> int:
     Runs in transactions of ``batch`` unlinks. An object that a row references again (an
     upload that shared it meanwhile) is only taken off the queue.
     """
-    from files_app.models import PendingUnlink
-
     connection = connections[using]
     qn = connection.ops.quote_name
     where, params = _not_referenced(using, "q.oid::oid")
     freed = 0
-    table = qn(PendingUnlink._meta.db_table)
+    table = qn(PENDING_UNLINK_TABLE)
     while True:
         with transaction.atomic(using=using), connection.cursor() as cursor:
             # SKIP LOCKED: two processes draining at once take different batches.
@@ -170,7 +173,7 @@ BEGIN
         PERFORM set_config('files_app.unlinks', (unlinked + 1)::text, true);
         PERFORM pg_catalog.lo_unlink(old_oid);
     ELSE
-        INSERT INTO files_app_pendingunlink (oid) VALUES (old_oid::int8);
+        INSERT INTO {PENDING_UNLINK_TABLE} (oid) VALUES (old_oid::int8);
     END IF;
     RETURN NULL;
 END
@@ -203,8 +206,8 @@ def install_reference_function(using: str) -> None:
     object shared by several rows (dedupe, a name assigned to a second row) goes with the
     last of them, whatever route removes the others.
     """
-    from files_app.models import Upload
-
+    # The registry, not an import: this module sits below the models (docs/design.md).
+    Upload = apps.get_model("files_app", "Upload")
     connection = connections[using]
     qn = connection.ops.quote_name
     tables = set(connection.introspection.table_names())

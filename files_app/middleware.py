@@ -13,31 +13,12 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from files_app import serving
+from files_app.firstread import Headers
+from files_app.outage import RETRY_AFTER, unavailable
 
 __all__ = ["DatabaseUnavailableMiddleware", "FileServingMiddleware", "unavailable"]
 
 logger = logging.getLogger("files_app")
-
-#: Seconds a client is asked to wait before trying again while the database is down.
-RETRY_AFTER = 5
-UNAVAILABLE_BODY = (
-    b"Service unavailable: the database cannot be reached. Try again in a few seconds.\n"
-)
-
-
-def unavailable(method: str, path: str, exception: Exception, retry_after: int) -> HttpResponse:
-    """Log a database connection error and return the 503 that answers it."""
-    message = str(exception).strip()
-    logger.error(
-        "Database unavailable while serving %s %s: %s",
-        method,
-        path,
-        message.splitlines()[0] if message else exception,
-    )
-    response = HttpResponse(UNAVAILABLE_BODY, status=503, content_type="text/plain; charset=utf-8")
-    response["Retry-After"] = str(retry_after)
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 def _host(request: HttpRequest) -> str | None:
@@ -47,7 +28,7 @@ def _host(request: HttpRequest) -> str | None:
         return None
 
 
-def _header_getter(request: HttpRequest) -> serving.Headers:
+def _header_getter(request: HttpRequest) -> Headers:
     meta = request.META
 
     def header(name: str) -> str | None:
@@ -131,7 +112,7 @@ class FileServingMiddleware:
         return response
 
 
-async def aserve(method: str, header: serving.Headers, target: serving.Target) -> Any:
+async def aserve(method: str, header: Headers, target: serving.Target) -> Any:
     """Serve on the event loop with the async pool, or else in a worker thread."""
     from files_app import alo
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import uuid
 from collections.abc import Iterable
@@ -17,13 +18,15 @@ from django.db import connections, models, router, transaction
 from django.db.models.functions import Now
 from django.urls import reverse
 
-from files_app import external, lo, mediatypes, serving
+from files_app import external, lo, mediatypes, references
 from files_app.conf import app_settings
 from files_app.digests import Digest, HashingReader, digest_chunks
 from files_app.fields import LargeObjectField, WrittenObject
 from files_app.maintenance import LargeObjectQuerySet
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
+
+logger = logging.getLogger("files_app")
 
 __all__ = [
     "HashingReader",
@@ -32,6 +35,7 @@ __all__ = [
     "StoredFile",
     "StoredFileQuerySet",
     "Upload",
+    "drain_removals",
     "validate_content_type",
 ]
 
@@ -91,7 +95,7 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
     def _drain_after_commit(self, using: str) -> None:
         # Also the copies in other storages that deleted or moved-back rows let go of.
         super()._drain_after_commit(using)
-        external.drain_after_commit(using)
+        drain_removals_after_commit(using)
 
     def bulk_update(
         self, objs: Iterable[StoredFile], fields: Iterable[str], batch_size: int | None = None
@@ -103,7 +107,7 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
                     moved = obj.storage
                     obj.describe_file(self.db)
                     if moved and not obj.storage:
-                        external.drain_after_commit(self.db)
+                        drain_removals_after_commit(self.db)
                 described = ["file", "content_type", *DESCRIBED_FIELDS]
                 fields += [name for name in described if name not in fields]
                 token = _described_rows.set(True)
@@ -257,7 +261,7 @@ class StoredFile(models.Model):
                 moved = self.storage
                 self.describe_file(using)
                 if moved and not self.storage:  # a moved file replaced: its copy goes
-                    external.drain_after_commit(using)
+                    drain_removals_after_commit(using)
                 if update_fields is not None:
                     kwargs["update_fields"] = {*update_fields, *DESCRIBED_FIELDS}
             elif DERIVED_FIELDS & set(update_fields):
@@ -358,7 +362,7 @@ class StoredFile(models.Model):
         qn = connections[using].ops.quote_name
         table = qn(self._meta.db_table)
         file, sha256, size, pk = (
-            serving.column(type(self), name, qn) for name in ("file", "sha256", "size", "id")
+            references.column(type(self), name, qn) for name in ("file", "sha256", "size", "id")
         )
         with connections[using].cursor() as cursor:
             cursor.execute(
@@ -455,7 +459,7 @@ class Upload(models.Model):
 
 class PendingRemoval(models.Model):
     """A file of another storage that a row let go of (deleted, replaced, moved back): it
-    is deleted from its storage after commit (see :func:`files_app.external.drain`).
+    is deleted from its storage after commit (see :func:`drain_removals`).
 
     A trigger fills the queue, whatever deleted or changed the row.
     """
@@ -485,3 +489,48 @@ class PendingUnlink(models.Model):
 
     def __str__(self) -> str:
         return f"large object {self.oid}"
+
+
+# Queued removals handled per transaction by drain_removals().
+REMOVAL_BATCH = 100
+
+
+def drain_removals(using: str, *, batch: int = REMOVAL_BATCH) -> int:
+    """Delete the files that rows let go of (deleted, replaced or moved back) from their
+    storages, unless a row names them again; return how many were deleted.
+
+    A file whose storage fails stays queued for the next drain (``files_sweep``).
+    """
+    removed, failed = 0, set[int]()
+    while True:
+        with transaction.atomic(using=using):
+            queued = list(
+                PendingRemoval.objects.using(using)
+                .exclude(pk__in=failed)
+                .select_for_update(skip_locked=True)
+                .order_by("pk")[:batch]
+            )
+            if not queued:
+                return removed
+            for item in queued:
+                named = StoredFile._default_manager.using(using).filter(
+                    storage=item.storage, storage_name=item.name
+                )
+                try:
+                    if not named.exists():
+                        external.get_storage(item.storage).delete(item.name)
+                        removed += 1
+                except Exception:  # a storage's own errors (network, permissions)
+                    logger.exception(
+                        "Could not delete %r from the storage %r; it stays queued.",
+                        item.name,
+                        item.storage,
+                    )
+                    failed.add(item.pk)
+                    continue
+                item.delete()
+
+
+def drain_removals_after_commit(using: str) -> None:
+    """Drain the queue of removals once the current transaction commits."""
+    transaction.on_commit(lambda: drain_removals(using), using=using)

@@ -1,15 +1,18 @@
-"""Find the columns that reference large objects: the sweeper's map of what is in use."""
+"""Columns: those that reference large objects (the sweeper's map of what is in use), and a
+model field's quoted column for hand-written SQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.apps import apps
 from django.db import router
-from django.db.models import FileField
+from django.db.models import Field, FileField, Model
 
 from files_app.fields import LargeObjectField
 from files_app.storage import LargeObjectStorage
 
-__all__ = ["reference_columns"]
+__all__ = ["column", "reference_columns"]
 
 
 def reference_columns(using: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -34,3 +37,10 @@ def reference_columns(using: str) -> tuple[list[tuple[str, str]], list[tuple[str
             ):
                 name_columns.append((opts.db_table, field.column))
     return oid_columns, name_columns
+
+
+def column(model: type[Model], name: str, vendor_quote: Callable[[str], str]) -> str:
+    """Return the quoted column of ``model``'s field ``name``."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field) and field.column, name
+    return vendor_quote(field.column)

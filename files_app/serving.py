@@ -39,13 +39,20 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connections, router
-from django.db.models import Field, Model
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_script_prefix, get_urlconf
 
-from files_app import _databases, _hostrules, lo, ranges, responder, streaming
+from files_app import _databases, _hostrules, lo, responder, streaming
 from files_app.conf import app_settings
+from files_app.firstread import (
+    Headers,
+    first_read_guess,
+    first_read_offset,
+    first_read_params,
+    first_read_sql,
+)
+from files_app.references import column
 from files_app.responder import Plan, Segment
 
 __all__ = [
@@ -53,16 +60,11 @@ __all__ = [
     "Target",
     "aserve",
     "find_target",
-    "first_read_guess",
     "host_allowed",
     "request_host",
     "request_is_secure",
     "serve",
 ]
-
-Headers = Callable[[str], str | None]
-CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
-_LARGEST = 2**62  # offsets past this are past the end of any large object (4 TB)
 
 
 @dataclass(frozen=True)
@@ -197,38 +199,6 @@ def find_target(
     return None
 
 
-def first_read_guess(method: str, header: Headers, chunk: int) -> tuple[int, int]:
-    """Guess the first read of the answer before the file is known: ``(start, length)``.
-
-    A negative start counts from the end (a suffix range). A request that is likely to be
-    answered without a body (HEAD, or a conditional request) reads nothing.
-    """
-    if method != "GET" or any(header(name) for name in CONDITIONAL):
-        return 0, 0
-    value = header("Range")
-    specs = ranges.parse_range_header(value) if value is not None else None
-    if not specs:
-        return 0, chunk
-    first, last = specs[0]
-    if first is None:
-        assert last is not None
-        if last >= _LARGEST:
-            return 0, chunk  # a suffix longer than any file: all of it
-        return (-last, min(last, chunk)) if last else (0, 0)
-    if first >= _LARGEST:
-        return 0, 0  # past the end of any file
-    if last is None:
-        return first, chunk
-    return first, min(last - first + 1, chunk)
-
-
-def column(model: type[Model], name: str, vendor_quote: Callable[[str], str]) -> str:
-    """Return the quoted column of ``model``'s field ``name``."""
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field) and field.column, name
-    return vendor_quote(field.column)
-
-
 @lru_cache(maxsize=4)
 def _lookup_sql(public_only: bool, vendor_quote: Callable[[str], str]) -> str:
     from files_app.models import StoredFile
@@ -250,27 +220,6 @@ def _lookup_sql(public_only: bool, vendor_quote: Callable[[str], str]) -> str:
         f"FROM {vendor_quote(meta.db_table)} f, "
         f"LATERAL (SELECT lo_open({file}, {lo.INV_READ}) AS fd) o WHERE {where}"
     )
-
-
-def first_read_sql(file: str, size: str) -> str:
-    """Return the SQL of the guessed first read of a row's object (``file`` and ``size`` are
-    its columns): its parameters are :func:`first_read_params`."""
-    return (
-        f"lo_get({file}, CASE WHEN %s::int8 >= 0 THEN %s::int8 "
-        f"ELSE greatest({size} + %s::int8, 0) END, %s::int4)"
-    )
-
-
-def first_read_params(guess: tuple[int, int]) -> list[int]:
-    """Return the parameters of :func:`first_read_sql` for a :func:`first_read_guess`."""
-    start, length = guess
-    return [start, start, start, length]
-
-
-def first_read_offset(guess: tuple[int, int], size: int) -> int:
-    """Return where the guessed first read starts in a file of ``size`` bytes."""
-    start = guess[0]
-    return start if start >= 0 else max(size + start, 0)  # a suffix counts from the end
 
 
 def _params(target: Target, guess: tuple[int, int]) -> tuple[Any, ...]:

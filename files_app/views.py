@@ -24,12 +24,12 @@ from django.shortcuts import get_object_or_404
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import _databases, lo, mediatypes, responder, serving, streaming
+from files_app import _databases, firstread, lo, mediatypes, references, responder, streaming
 from files_app.conf import app_settings
 from files_app.external import ExternalFile, StorageUnavailable
 from files_app.fields import default_large_object_storage
-from files_app.middleware import RETRY_AFTER
 from files_app.models import StoredFile
+from files_app.outage import unavailable
 from files_app.responder import Segment, content_disposition
 from files_app.sharing import LinkState, read_share_token
 from files_app.storage import (
@@ -143,14 +143,7 @@ class LargeObjectView(View):
             return self._get(request)
         except StorageUnavailable as exc:
             # A file moved to another storage (files_move) that does not answer now.
-            logger.error("Storage unavailable while serving %s: %s", request.path, exc)
-            return HttpResponse(
-                b"Service unavailable: the storage holding this file cannot be reached. "
-                b"Try again in a few seconds.\n",
-                status=503,
-                content_type="text/plain; charset=utf-8",
-                headers={"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"},
-            )
+            return unavailable(str(request.method), request.path, exc, what="storage")
 
     def _get(self, request: HttpRequest) -> HttpResponseBase:
         self.object = self.get_object()
@@ -314,13 +307,13 @@ class StoredFileView(LargeObjectView):
         The read is guessed from the request before the file is known (as the lean path
         does); a wrong guess costs another read, not a wrong answer.
         """
-        start, length = self._guess = serving.first_read_guess(
+        start, length = self._guess = firstread.first_read_guess(
             str(self.request.method), self.request.headers.get, self.chunk()
         )
         qn = connections[queryset.db].ops.quote_name
         table = qn(self.model._meta.db_table)
         file, size = (
-            f"{table}.{serving.column(self.model, name, qn)}" for name in ("file", "size")
+            f"{table}.{references.column(self.model, name, qn)}" for name in ("file", "size")
         )
         # A missing object reads as NULL (lo_open would raise, and abort a transaction).
         exists = (
@@ -329,8 +322,8 @@ class StoredFileView(LargeObjectView):
         return queryset.annotate(
             files_app_actual_size=RawSQL(f"CASE WHEN {exists} THEN {lo.size_sql(file)} END", []),
             files_app_first_read=RawSQL(
-                f"CASE WHEN {exists} THEN {serving.first_read_sql(file, size)} END",
-                serving.first_read_params((start, min(length, PREFETCH))),
+                f"CASE WHEN {exists} THEN {firstread.first_read_sql(file, size)} END",
+                firstread.first_read_params((start, min(length, PREFETCH))),
             ),
         )
 
@@ -357,7 +350,7 @@ class StoredFileView(LargeObjectView):
             actual = getattr(self.object, "files_app_actual_size")  # noqa: B009 (annotated)
             if actual is None:
                 raise FileNotFoundError(f"Large object {oid} does not exist.")
-            offset = serving.first_read_offset(self._guess, self.object.size)
+            offset = firstread.first_read_offset(self._guess, self.object.size)
             found.raw.prefetched(int(actual), offset, bytes(self.object.files_app_first_read))
         return found
 

@@ -76,7 +76,7 @@ class FilesWSGIHandler(WSGIHandler):
         try:
             answer = serving.serve(method, header, target)
         except (OperationalError, InterfaceError) as exc:
-            from files_app.middleware import RETRY_AFTER, unavailable
+            from files_app.outage import RETRY_AFTER, unavailable
 
             connection.close_if_unusable_or_obsolete()
             path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"

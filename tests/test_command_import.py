@@ -251,6 +251,7 @@ def _backend_writing(application_name: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_ctrl_c_in_a_real_process_exits_130_without_traceback_or_orphan(
     tmp_path: Path, lo_count: Callable[[], int]
 ) -> None:

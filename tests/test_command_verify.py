@@ -105,6 +105,7 @@ def test_bad_options_are_command_errors(
         _verify(*args)
 
 
+@pytest.mark.processes
 def test_a_real_process_exits_non_zero_without_a_traceback(files: list[StoredFile]) -> None:
     ok = run_django("files_verify")
     assert ok.returncode == 0, ok.stderr

@@ -12,6 +12,8 @@ from minicloud import pgserver
 from minicloud.pgserver import PostgresServer, PostgresServerError
 from tests.processes import pid_alive, postmaster_pid
 
+pytestmark = pytest.mark.processes
+
 
 def test_start_reuse_and_stop(tmp_path: Path) -> None:
     datadir = tmp_path / "data"

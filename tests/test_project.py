@@ -24,6 +24,8 @@ from django.db import connection
 
 from tests.processes import default_sigint, pid_alive, postmaster_pid
 
+pytestmark = pytest.mark.processes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -114,6 +116,7 @@ def _wait_gone(pid: int) -> bool:
 CREATE_FILES = """
 from django.core.files.base import ContentFile
 from files_app.models import StoredFile
+
 for name, public in (("a&b <i>.txt", True), ("hidden.txt", False)):
     StoredFile(file=ContentFile(b"bytes of " + name.encode(), name=name), public=public).save()
 """

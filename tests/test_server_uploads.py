@@ -25,7 +25,7 @@ from django.test.client import encode_multipart
 from files_app.models import StoredFile
 from tests.servers import SERVER_KINDS, Server, running_server
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 MiB = 2**20
 UPLOAD_BOUNDARY = "files-app-test-boundary"

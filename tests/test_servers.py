@@ -46,7 +46,7 @@ from tests.servers import SERVER_KINDS, Server, raw_exchange, request, running_s
 
 # Declares the database (pytest-django creates the test database only for marked tests);
 # each test's own transaction is rolled back, the module's files stay committed.
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.processes]
 
 MiB = 2**20
 LARGE = f"size{8 * MiB}"  # big enough that a download is still running when the client leaves

@@ -29,6 +29,8 @@ from minicloud.pgserver import PostgresServer
 from tests.pools import pooled_alias
 from tests.test_restarts import fill_then_kill, own_pid, terminate_backends
 
+pytestmark = pytest.mark.processes
+
 LOGGER = "files_app"
 
 

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import RequestFactory
 
 from files_app import lo, maintenance
-from files_app.models import StoredFile
+from files_app.models import PendingUnlink, StoredFile
 from files_app.storage import oid_from_name
 from files_app.uploadhandler import LargeObjectUploadedFile, LargeObjectUploadHandler
 from tests.testapp.models import Document, Photo
@@ -233,3 +233,9 @@ def test_an_object_is_past_a_zero_grace_at_once() -> None:
         ]
         assert oid in found
         lo.unlink(oid, "default")
+
+
+def test_the_queue_table_the_trigger_writes_is_the_models() -> None:
+    # maintenance sits below the models (pyproject.toml, [tool.importlinter]): it names the
+    # queue's table itself, and this keeps the two names one.
+    assert PendingUnlink._meta.db_table == maintenance.PENDING_UNLINK_TABLE

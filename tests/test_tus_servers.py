@@ -20,7 +20,7 @@ from django.test import Client
 from files_app.models import StoredFile, Upload
 from tests.servers import SERVER_KINDS, Server, request, running_server
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 MiB = 2**20
 OCTETS = "application/offset+octet-stream"

@@ -10,7 +10,7 @@ import files_app.fields
 
 # A row that lets go of a file in another storage (deleted, replaced, moved back) queues
 # it for deletion from that storage, whatever deleted or changed the row; the queue is
-# drained after commit (files_app.external.drain) and by files_sweep.
+# drained after commit (files_app.models.drain_removals) and by files_sweep.
 QUEUE_REMOVAL = """
 CREATE OR REPLACE FUNCTION files_app_queue_removal() RETURNS trigger
 LANGUAGE plpgsql

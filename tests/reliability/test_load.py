@@ -190,8 +190,12 @@ def test_mixed_load_with_slow_clients(
     assert len(slow_seconds) == SLOW_CLIENTS
     assert min(slow_seconds) >= SLOW_SIZE / SLOW_RATE * 0.9  # they really were slow
     assert tally.requests > CLIENTS * 10
+    # The documented bound (README, "Scaling out"): each process's pool, and under uvicorn
+    # as many again for the async pool. (uvicorn measured 16 here: the bound was 16 before,
+    # with no headroom.)
     processes = WORKERS if server.kind == "gunicorn" else 1
-    assert max(s[0] for s in samples) <= POOL_SIZE * processes
+    pools = 1 if server.kind == "gunicorn" else 2
+    assert max(s[0] for s in samples) <= POOL_SIZE * pools * processes
     assert max(s[1] for s in samples) == 0
     # Stable memory: concurrency costs threads and buffers once; after that, the servers
     # hold no more in the second half of the run than in the first, whatever they served.

@@ -287,7 +287,11 @@ def test_s3_stopping_mid_download_ends_the_body_short_with_one_warning(
             assert 4 * MiB <= len(cut.body) < len(data)
             assert cut.body == data[: len(cut.body)]
             assert ended - killed[0] < 4, f"the short body took {ended - killed[0]:.1f} s to end"
-            time.sleep(0.5)  # the worker's log line
+            # The worker's log line: polled for, not waited for.
+            deadline = time.monotonic() + 10
+            while "ends short" not in s.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)  # a second such line, if there were one, would be there by now
             output = s.output()
             s.check_alive()
         assert "Traceback" not in output, output

@@ -26,7 +26,7 @@ from files_app.management.options import (
     pages,
     with_uuids,
 )
-from files_app.models import PendingRemoval, StoredFile
+from files_app.models import PendingRemoval, StoredFile, drain_removals
 from files_app.progress import Progress, format_size
 from files_app.storage import LargeObjectStorage, oid_from_name
 
@@ -266,7 +266,7 @@ class Command(BaseCommand):
             # Queued, not deleted: the drain leaves it alone if a row holds it (another
             # files_move that moved the same file under the same name first).
             PendingRemoval.objects.using(self.using).create(storage=self.target, name=saved)
-            external.drain(self.using)
+            drain_removals(self.using)
             raise _Failed("it was replaced or deleted while it was copied")
         return f"{self.target}:{saved}"
 

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.models import Count, Sum
 
-from files_app import maintenance, serving
+from files_app import maintenance, references
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import StoredFile
 from files_app.progress import format_size
@@ -87,7 +87,7 @@ class Command(BaseCommand):
         """Return the bytes of the stored files' large objects, each counted once."""
         qn = connections[using].ops.quote_name
         table = qn(StoredFile._meta.db_table)
-        file, size = (serving.column(StoredFile, name, qn) for name in ("file", "size"))
+        file, size = (references.column(StoredFile, name, qn) for name in ("file", "size"))
         with connections[using].cursor() as cursor:
             cursor.execute(
                 f"SELECT coalesce(sum(s.size), 0) FROM (SELECT DISTINCT ON ({file}) {size} "

@@ -7,10 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from files_app import external, maintenance, tus
+from files_app import maintenance, tus
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
-from files_app.models import PendingRemoval
+from files_app.models import PendingRemoval, drain_removals
 from files_app.references import reference_columns
 
 # More unlinks than this in one transaction can exhaust the lock table (docs/design.md,
@@ -115,7 +115,7 @@ class Command(BaseCommand):
         expired = tus.delete_expired(using)
         if expired:
             self.stdout.write(f"Deleted {expired} expired unfinished upload(s).")
-        removed = external.drain(using)
+        removed = drain_removals(using)
         if removed:
             self.stdout.write(f"Deleted {removed} moved file(s) their rows let go of.")
         if left := PendingRemoval.objects.using(using).count():
