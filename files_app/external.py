@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequen
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.core.files.base import File
 from django.core.files.storage import InvalidStorageError, Storage, storages
 
@@ -142,13 +143,18 @@ class S3Reader(Reader):
     """Reads an object of an ``S3Storage`` with ranged ``GET``s, streamed as they arrive."""
 
     def __init__(self, storage: Storage, name: str) -> None:
-        from storages.utils import clean_name
+        from storages.utils import clean_name, safe_join
 
         super().__init__(storage, name)
         s3: Any = storage
         self.client = s3.connection.meta.client
         self.bucket = s3.bucket_name
-        self.key = s3._normalize_name(clean_name(name))
+        # The key S3Storage itself would use (django-storages' public helpers): the name
+        # under the storage's location, never outside it.
+        try:
+            self.key = safe_join(s3.location, clean_name(name))
+        except ValueError as exc:
+            raise SuspiciousOperation(f"{name!r} lies outside the storage's location.") from exc
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError

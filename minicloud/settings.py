@@ -159,7 +159,7 @@ if os.environ.get("MINICLOUD_DB_POOL", "1") != "0" and _pool_available():
 # outlive its transaction: no server-side cursors (Django), no prepared statements
 # (psycopg 3's automatic ones, and files_app's lean path: PgBouncer 1.22+ with libpq 17+
 # could keep them). Everything else of files_app works unchanged (tests/reliability/
-# test_pgbouncer.py); README, "Scaling out".
+# test_pgbouncer.py); docs/deployment.md, "Scaling out".
 if _flag("MINICLOUD_PGBOUNCER", default=False):
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     if importlib.util.find_spec("psycopg") is not None:  # Django's driver then
@@ -169,7 +169,7 @@ if _flag("MINICLOUD_PGBOUNCER", default=False):
 # Downloads from a hot standby (MINICLOUD_REPLICA_URL, a physical streaming replica of
 # DATABASE_URL): files_app reads rows and large objects there and falls back to the primary
 # for a file not replicated yet. Everything else (uploads, the admin, sessions) stays on the
-# primary. README, "Scaling out".
+# primary. docs/deployment.md, "Scaling out".
 if replica_url := os.environ.get("MINICLOUD_REPLICA_URL", "").strip():
     DATABASES["replica"] = {
         **dj_database_url.parse(replica_url, conn_health_checks=True),
@@ -182,8 +182,8 @@ if replica_url := os.environ.get("MINICLOUD_REPLICA_URL", "").strip():
     }
     FILES_APP_DOWNLOAD_DATABASE = "replica"
     # How far behind the standby may be and still serve (seconds; "none": no bound), and
-    # how long downloads keep away from it once it could not be reached. README, "Scaling
-    # out".
+    # how long downloads keep away from it once it could not be reached.
+    # docs/deployment.md, "Scaling out".
     if max_lag := os.environ.get("MINICLOUD_STANDBY_MAX_LAG", "").strip():
         FILES_APP_STANDBY_MAX_LAG = None if max_lag.lower() == "none" else float(max_lag)
     if retry := os.environ.get("MINICLOUD_STANDBY_RETRY", "").strip():

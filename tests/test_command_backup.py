@@ -3,8 +3,8 @@
 (A data-only restore of the table is refused by its trigger; with --disable-triggers it
 brings back rows without files, which files_verify reports.)
 
-README ("Deployment") promises both; this proves them with the PostgreSQL client programs
-that ship with the server (pg_dump, pg_restore, psql), run as subprocesses.
+docs/deployment.md ("Deployment") promises both; this proves them with the PostgreSQL client
+programs that ship with the server (pg_dump, pg_restore, psql), run as subprocesses.
 """
 
 from __future__ import annotations

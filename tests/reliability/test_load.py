@@ -190,9 +190,9 @@ def test_mixed_load_with_slow_clients(
     assert len(slow_seconds) == SLOW_CLIENTS
     assert min(slow_seconds) >= SLOW_SIZE / SLOW_RATE * 0.9  # they really were slow
     assert tally.requests > CLIENTS * 10
-    # The documented bound (README, "Scaling out"): each process's pool, and under uvicorn
-    # as many again for the async pool. (uvicorn measured 16 here: the bound was 16 before,
-    # with no headroom.)
+    # The documented bound (docs/deployment.md, "Scaling out"): each process's pool, and
+    # under uvicorn as many again for the async pool. (uvicorn measured 16 here: the bound
+    # was 16 before, with no headroom.)
     processes = WORKERS if server.kind == "gunicorn" else 1
     pools = 1 if server.kind == "gunicorn" else 2
     assert max(s[0] for s in samples) <= POOL_SIZE * pools * processes

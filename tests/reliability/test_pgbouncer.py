@@ -1,5 +1,5 @@
 """Issue 14: minicloud behind Debian's PgBouncer in transaction mode (MINICLOUD_PGBOUNCER=1),
-as the README's "Scaling out" deploys it: downloads, ranges, admin uploads, share links, the
+as docs/deployment.md, "Scaling out" deploys it: downloads, ranges, admin uploads, share links, the
 storage API and every management command, under gunicorn and uvicorn, with fewer server
 connections in PgBouncer's pool than clients.
 """
