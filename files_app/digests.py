@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
+import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from django.core.files.base import File
 from files_app.sniff import SNIFF_BYTES
 
 __all__ = ["Digest", "Hasher", "HashingReader", "ResumableSHA256", "digest_chunks"]
+
+logger = logging.getLogger("files_app")
 
 
 @dataclass(frozen=True)
@@ -151,36 +155,61 @@ class _Context(ctypes.Structure):
     ]
 
 
-def _load_openssl() -> Any:
+@functools.cache
+def _openssl() -> Any:
+    """Return OpenSSL's library if its ``SHA256_*`` functions load and hash right, else None.
+
+    Loaded at the first resumable hash, not at import. The context struct is copied by hand
+    from <openssl/sha.h> and the functions are deprecated since OpenSSL 3.0: so the first
+    use checks them against ``hashlib`` — a state saved mid-block and resumed, as a tus
+    upload does — and anything amiss means the Python implementation, with one warning.
+    """
     name = ctypes.util.find_library("crypto")
     try:
         library = ctypes.CDLL(name or "libcrypto.so.3")
         functions = library.SHA256_Init, library.SHA256_Update, library.SHA256_Final
     except (OSError, AttributeError):
+        logger.info("OpenSSL's SHA256_* functions are not available: resumable hashes in Python.")
         return None
     context = ctypes.POINTER(_Context)
     functions[0].argtypes = [context]
     functions[1].argtypes = [context, ctypes.c_char_p, ctypes.c_size_t]
     functions[2].argtypes = [ctypes.c_char_p, context]
+    if not _hashes_right(library):
+        logger.warning(
+            "OpenSSL's SHA256_* functions do not hash as hashlib does here (a changed "
+            "SHA256_CTX?): resumable hashes in Python, which is slower."
+        )
+        return None
     return library
 
 
-_openssl = _load_openssl()
+def _hashes_right(library: Any) -> bool:
+    data = bytes(range(256)) * 3 + b"tail"
+    try:
+        first = _OpenSSLSHA256(library, _H0, 0, b"")
+        first.update(data[:100])
+        resumed = _OpenSSLSHA256(library, *first.state())
+        resumed.update(data[100:])
+        return resumed.digest() == hashlib.sha256(data).digest()
+    except Exception:  # noqa: BLE001 (a foreign library: any failure means "do not use it")
+        return False
 
 
 class _OpenSSLSHA256:
     """SHA-256 by OpenSSL's low-level functions, whose context is a plain struct."""
 
-    def __init__(self, h: tuple[int, ...], bits: int, tail: bytes) -> None:
+    def __init__(self, library: Any, h: tuple[int, ...], bits: int, tail: bytes) -> None:
+        self.library = library
         self.context = _Context()
-        _openssl.SHA256_Init(ctypes.byref(self.context))
+        library.SHA256_Init(ctypes.byref(self.context))
         self.context.h[:] = h
         self.context.Nl, self.context.Nh = bits & _MASK, bits >> 32
         ctypes.memmove(self.context.data, tail, len(tail))
         self.context.num = len(tail)
 
     def update(self, data: bytes) -> None:
-        _openssl.SHA256_Update(ctypes.byref(self.context), data, len(data))
+        self.library.SHA256_Update(ctypes.byref(self.context), data, len(data))
 
     def state(self) -> tuple[tuple[int, ...], int, bytes]:
         context = self.context
@@ -190,7 +219,7 @@ class _OpenSSLSHA256:
     def digest(self) -> bytes:
         copy = _Context.from_buffer_copy(self.context)
         out = ctypes.create_string_buffer(32)
-        _openssl.SHA256_Final(out, ctypes.byref(copy))
+        self.library.SHA256_Final(out, ctypes.byref(copy))
         return out.raw
 
 
@@ -210,8 +239,12 @@ class ResumableSHA256:
                 raise ValueError("Not a saved SHA-256 state.")
         else:
             h, bits, tail = list(_H0), 0, b""
-        implementation = _PythonSHA256 if python or _openssl is None else _OpenSSLSHA256
-        self._hash = implementation(tuple(h), bits, tail)
+        library = None if python else _openssl()
+        self._hash: _PythonSHA256 | _OpenSSLSHA256 = (
+            _PythonSHA256(tuple(h), bits, tail)
+            if library is None
+            else _OpenSSLSHA256(library, tuple(h), bits, tail)
+        )
 
     def update(self, data: bytes | memoryview) -> None:
         self._hash.update(bytes(data))

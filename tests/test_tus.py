@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,6 +23,7 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
+from files_app import digests
 from files_app.digests import ResumableSHA256
 from files_app.models import StoredFile, Upload
 
@@ -460,3 +464,36 @@ def test_pieces_commit_on_their_own_under_atomic_requests(
     assert patch(staff, url, 0, body, **extra).status_code == 204
     assert seen == [cut]
     assert staff.head(url, **TUS)["Upload-Offset"] == str(len(body))
+
+
+def test_openssls_sha256_functions_are_used_here() -> None:
+    # The resumable hash's fast path rests on OpenSSL's deprecated SHA256_* functions and a
+    # hand-copied SHA256_CTX: this fails when they move, instead of a silent slow fallback.
+    assert digests._openssl() is not None
+    assert isinstance(ResumableSHA256()._hash, digests._OpenSSLSHA256)
+
+
+def test_importing_the_digests_loads_no_openssl() -> None:
+    script = "import files_app.digests as d; print(d._openssl.cache_info().currsize)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "0"
+
+
+def test_an_openssl_that_hashes_wrong_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(digests._OpenSSLSHA256, "digest", lambda self: b"\0" * 32)
+    digests._openssl.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="files_app"):
+            hasher = ResumableSHA256()
+            ResumableSHA256()
+        assert isinstance(hasher._hash, digests._PythonSHA256)
+        hasher.update(DATA[:1000])
+        assert hasher.hexdigest() == hashlib.sha256(DATA[:1000]).hexdigest()
+        assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+        assert "do not hash as hashlib does" in caplog.records[0].message
+    finally:
+        digests._openssl.cache_clear()
