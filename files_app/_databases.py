@@ -22,6 +22,8 @@ connections); files_app.alo does the same for its async pool.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import select
 import threading
@@ -30,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import InterfaceError, OperationalError, connections
 from django.db.backends.signals import connection_created
@@ -38,13 +41,16 @@ from django.dispatch import receiver
 from files_app.conf import app_settings
 
 __all__ = [
+    "DJANGO_OPTIONS",
     "LAG_SQL",
     "achoose",
     "arun",
     "check_all_on_failure",
     "choose",
+    "connect_kwargs",
     "failed",
     "forget",
+    "pool_check_supported",
     "reading_ttl",
     "run",
 ]
@@ -202,12 +208,56 @@ def _lag(conn: Any) -> float:
     return float(row[0])
 
 
+#: Keys of a PostgreSQL alias's ``OPTIONS`` that Django's backend reads itself and never
+#: hands to libpq (Django documentation, "PostgreSQL notes").
+DJANGO_OPTIONS = frozenset({"assume_role", "isolation_level", "pool", "server_side_binding"})
+
+
+def connect_kwargs(alias: str) -> dict[str, Any]:
+    """Return the libpq keywords that connect to the database ``alias`` as Django does.
+
+    Built from the documented ``connections[alias].settings_dict`` the way Django's
+    PostgreSQL backend builds its own (``NAME`` is ``dbname``, ``None`` meaning the
+    ``postgres`` database; ``USER``, ``PASSWORD``, ``HOST``, ``PORT``; ``OPTIONS`` but for
+    :data:`DJANGO_OPTIONS`; UTF8), without the driver's extras Django adds (its cursor
+    class and adapters): what a connection outside Django's connections and pool needs.
+    tests/test_internals.py compares the two.
+    """
+    settings_dict = connections[alias].settings_dict
+    options = {
+        key: value
+        for key, value in (settings_dict.get("OPTIONS") or {}).items()
+        if key not in DJANGO_OPTIONS
+    }
+    name = settings_dict.get("NAME")
+    if name == "" and not options.get("service"):
+        raise ImproperlyConfigured(
+            f"The database {alias!r} has neither a NAME nor an OPTIONS['service'] value."
+        )
+    if name:
+        params = {"dbname": name, **options}
+    elif name is None:
+        options.pop("service", None)  # None is the "postgres" database, whatever the service
+        params = {"dbname": "postgres", **options}
+    else:
+        params = options  # the service names the database
+    params["client_encoding"] = "UTF8"
+    for key, keyword in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
+        if settings_dict.get(key):
+            params[keyword] = settings_dict[key]
+    if settings_dict.get("PORT"):
+        params["port"] = settings_dict["PORT"]
+    return params
+
+
 def _connect(alias: str) -> Any:
     """Return a new connection to ``alias`` outside Django's connections and pool: a busy
     pool must not look like a standby that is down."""
-    wrapper = connections[alias]
-    params = wrapper.get_connection_params()
-    params.pop("cursor_factory", None)  # Django's
+    params = connect_kwargs(alias)
+    params.pop("cursor_factory", None)  # a Django cursor class in OPTIONS
+    if _driver(alias).__name__ == "psycopg":
+        # As Django's: no prepared statements unless OPTIONS asks (connection poolers).
+        params.setdefault("prepare_threshold", None)
     timeout = params.get("connect_timeout")
     params["connect_timeout"] = min(int(timeout or CONNECT_TIMEOUT), CONNECT_TIMEOUT)
     conn = _driver(alias).connect(**params)
@@ -349,15 +399,37 @@ async def arun(primary: str, read: Callable[[str], Awaitable[T]]) -> T:
     return await read(primary)
 
 
+@functools.cache
+def pool_check_supported() -> bool:
+    """Return whether psycopg_pool keeps a pool's ``check`` callback as ``_check`` and calls
+    it with the connection on checkout (psycopg_pool 3.2 to 3.3): what
+    :func:`check_all_on_failure` wraps."""
+    try:
+        from psycopg_pool import ConnectionPool
+    except ImportError:
+        return False
+    if "check" not in inspect.signature(ConnectionPool.__init__).parameters:
+        return False
+    try:
+        init = inspect.getsource(ConnectionPool.__init__)
+        on_checkout = inspect.getsource(ConnectionPool._check_connection)
+    except (AttributeError, OSError, TypeError):  # moved, or no source to read
+        return False
+    return "self._check = check" in init and "self._check(conn)" in on_checkout
+
+
 def check_all_on_failure(pool: Any) -> bool:
     """Make ``pool`` (a psycopg_pool ``ConnectionPool`` that checks connections on
     checkout) check all its idle connections when one fails its check; return whether it
     does.
 
-    psycopg_pool offers no option for this; the check a pool runs is its private
-    ``_check`` (psycopg_pool 3.2+). Without it, nothing changes but the wait after a
-    restart (tests/test_standby.py fails loudly).
+    psycopg_pool offers no option for this: the pool keeps its public ``check`` argument
+    as the private ``_check`` and calls it on checkout; this wraps it. Where
+    :func:`pool_check_supported` is False nothing changes but the wait after a restart
+    (tests/test_internals.py and tests/test_standby.py fail loudly).
     """
+    if not pool_check_supported():
+        return False
     check = getattr(pool, "_check", None)
     if check is None or not callable(check):
         return False

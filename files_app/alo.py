@@ -33,7 +33,7 @@ from typing import Any
 from django.db import connections
 from django.db import utils as db_utils
 
-from files_app import lo
+from files_app import _databases, lo
 from files_app.conf import app_settings
 
 __all__ = ["available", "close_pools", "connection", "execute", "read_pieces"]
@@ -88,8 +88,11 @@ async def _pool(using: str) -> Any:
         wrapper = connections[using]
         if wrapper.vendor != "postgresql":
             raise db_utils.NotSupportedError(f"The database {using!r} is not PostgreSQL.")
-        params = wrapper.get_connection_params()
-        params.pop("cursor_factory", None)  # Django's is a sync cursor
+        # Without Django's adapters (psycopg's "context"): they assume the session time
+        # zone Django sets on its own connections. files_app's results are binary, which
+        # they leave to psycopg anyway, and its parameters UUIDs and integers.
+        params = _databases.connect_kwargs(using)
+        params.pop("cursor_factory", None)  # a sync cursor class in OPTIONS
         params["autocommit"] = True
         # Our few statements, prepared at once (FILES_APP_PREPARE): planning the lean
         # path's lookup costs more than running it.

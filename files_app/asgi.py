@@ -17,6 +17,10 @@ Sync code (every Django view, the admin, forms, middleware) runs in a worker thr
 ASGI and reads a streamed body from there. Async code must not read a streamed body on
 the event loop: it gets a ``RuntimeError`` saying so (wrap the read in ``sync_to_async``).
 
+This overrides three methods of Django's handler that are not public API (``handle``,
+``read_body``, ``listen_for_disconnect``). Where :func:`supported` finds them changed,
+bodies are read as Django reads them, with one warning; tests/test_internals.py fails.
+
 Use it in ``asgi.py``::
 
     from files_app.asgi import get_asgi_application
@@ -27,7 +31,10 @@ Use it in ``asgi.py``::
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import io
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import suppress
 from typing import Any
@@ -39,11 +46,46 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import InterfaceError, OperationalError
 from django.urls import set_script_prefix
 
-__all__ = ["ASGIBodyStream", "StreamingASGIHandler", "get_asgi_application"]
+__all__ = ["ASGIBodyStream", "StreamingASGIHandler", "get_asgi_application", "supported"]
+
+logger = logging.getLogger("files_app")
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 FILE_SERVING_MIDDLEWARE = "files_app.middleware.FileServingMiddleware"
+
+
+# The coroutine methods of Django's ASGIHandler that StreamingASGIHandler overrides, with
+# their parameters, and the calls of them that must stay in Django's code: handle() hands
+# its ``receive`` (our _Channel) to read_body() and to listen_for_disconnect().
+_OVERRIDDEN = {
+    "handle": ["self", "scope", "receive", "send"],
+    "read_body": ["self", "receive"],
+    "listen_for_disconnect": ["self", "receive"],
+}
+_CALLS = {
+    "__call__": ["self.handle(scope, receive, send)"],
+    "handle": ["self.read_body(receive)", "self.listen_for_disconnect(receive)"],
+}
+
+
+@functools.cache
+def supported() -> bool:
+    """Return whether Django's ASGIHandler has the internals StreamingASGIHandler overrides.
+
+    Django offers no public way to read a request's body as it arrives under ASGI.
+    """
+    for name, parameters in _OVERRIDDEN.items():
+        method = getattr(ASGIHandler, name, None)
+        if not inspect.iscoroutinefunction(method):
+            return False
+        if list(inspect.signature(method).parameters) != parameters:
+            return False
+    try:
+        sources = {name: inspect.getsource(getattr(ASGIHandler, name)) for name in _CALLS}
+    except (OSError, TypeError):  # no source to read
+        return False
+    return all(call in sources[name] for name, calls in _CALLS.items() for call in calls)
 
 
 class ASGIBodyStream(io.RawIOBase):
@@ -121,12 +163,24 @@ class StreamingASGIHandler(ASGIHandler):
     #: no difference beyond noise (bench/RESULTS.md).
     chunk_size = 1024 * 1024
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.streaming = supported()
+        if not self.streaming:
+            logger.warning(
+                "Django %s's ASGIHandler no longer has the handle(), read_body() and "
+                "listen_for_disconnect() files_app.asgi overrides: request bodies are read "
+                "as Django reads them, a large one into a temporary file first.",
+                django.get_version(),
+            )
+
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if FILE_SERVING_MIDDLEWARE in settings.MIDDLEWARE and await self.serve_file(
             scope, receive, send
         ):
             return
-        await super().handle(scope, _Channel(scope, receive), send)
+        channel = _Channel(scope, receive) if self.streaming else receive
+        await super().handle(scope, channel, send)
 
     async def serve_file(self, scope: dict[str, Any], receive: Receive, send: Any) -> bool:
         """Answer a request of files_app.serving's lean path before Django's handler, on
@@ -135,8 +189,7 @@ class StreamingASGIHandler(ASGIHandler):
         On with :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``.
         """
         from files_app import alo, serving
-        from files_app.middleware import aserve
-        from files_app.outage import RETRY_AFTER, unavailable
+        from files_app.middleware import serve_from_event_loop
 
         method = scope.get("method", "")
         if method not in ("GET", "HEAD") or not alo.available():
@@ -156,12 +209,9 @@ class StreamingASGIHandler(ASGIHandler):
         if target is None:
             return False
         try:
-            answer = await aserve(method, headers.get, target)
+            answer = await serve_from_event_loop(method, headers.get, target)
         except (OperationalError, InterfaceError) as exc:
-            response = unavailable(method, path, exc, RETRY_AFTER)
-            answer = serving.Answer(
-                response.status_code, list(response.items()), [response.content]
-            ).add_absent(target.headers)
+            answer = serving.unavailable(method, path, exc, target)
         if answer is None:
             return False
         await send(

@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.files.base import File
-
 from files_app.sniff import SNIFF_BYTES
 
-__all__ = ["Digest", "Hasher", "HashingReader", "ResumableSHA256", "digest_chunks"]
+__all__ = ["Digest", "Hasher", "ResumableSHA256", "digest_chunks"]
 
 logger = logging.getLogger("files_app")
 
@@ -54,26 +52,6 @@ def digest_chunks(chunks: Iterator[bytes]) -> Digest:
     for chunk in chunks:
         hasher.update(chunk)
     return hasher.digest()
-
-
-class HashingReader(File):  # type: ignore[type-arg]
-    """Wrap a file so that streaming it through :meth:`chunks` computes its digest."""
-
-    def __init__(self, file: Any, name: str | None = None) -> None:
-        super().__init__(file, name or getattr(file, "name", None))
-        self._hasher = Hasher()
-
-    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        assert self.file is not None
-        source = self.file if hasattr(self.file, "chunks") else File(self.file)
-        for chunk in source.chunks(chunk_size):
-            data = chunk.encode() if isinstance(chunk, str) else chunk
-            self._hasher.update(data)
-            yield data
-
-    def digest(self) -> Digest:
-        """Return the digest of what :meth:`chunks` yielded so far."""
-        return self._hasher.digest()
 
 
 # -- a SHA-256 whose state outlives the request -----------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +13,31 @@ from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models.fields.files import FieldFile
 
-from files_app.digests import Digest, HashingReader
+from files_app.digests import Digest, Hasher
 from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, oid_from_name
 
-__all__ = ["LargeObjectField", "LargeObjectFieldFile", "WrittenObject"]
+__all__ = ["HashingReader", "LargeObjectField", "LargeObjectFieldFile", "WrittenObject"]
+
+
+class HashingReader(File):  # type: ignore[type-arg]
+    """Wrap a file so that streaming it through :meth:`chunks` computes its digest."""
+
+    def __init__(self, file: Any, name: str | None = None) -> None:
+        super().__init__(file, name or getattr(file, "name", None))
+        self._hasher = Hasher()
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        assert self.file is not None
+        source = self.file if hasattr(self.file, "chunks") else File(self.file)
+        for chunk in source.chunks(chunk_size):
+            data = chunk.encode() if isinstance(chunk, str) else chunk
+            self._hasher.update(data)
+            yield data
+
+    def digest(self) -> Digest:
+        """Return the digest of what :meth:`chunks` yielded so far."""
+        return self._hasher.digest()
+
 
 _fallback_storage: LargeObjectStorage | None = None
 

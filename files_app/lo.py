@@ -16,7 +16,7 @@ from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from django.db import DatabaseError, NotSupportedError, connections
+from django.db import DatabaseError, NotSupportedError, connections, transaction
 
 from files_app import pipeline
 
@@ -39,6 +39,7 @@ __all__ = [
     "size",
     "size_sql",
     "unlink",
+    "unlink_many",
     "unlink_unadopted",
     "unlink_unreferenced",
     "write",
@@ -371,6 +372,25 @@ def unlink(oid: int, using: str) -> bool:
             "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = %s::oid", (oid,)
         )
         return cur.fetchone() is not None
+
+
+def unlink_many(oids: list[int], using: str, *, dry_run: bool = False) -> tuple[int, int]:
+    """Unlink ``oids`` in one statement (unless ``dry_run``); return how many, and bytes.
+
+    Objects already gone are skipped.
+    """
+    unlinked = "0" if dry_run else "count(pg_catalog.lo_unlink(s.oid))"
+    with transaction.atomic(using=using), cursor(using) as cur:
+        # Each object's size is read (in the CTE's row) before it is unlinked.
+        cur.execute(
+            f"WITH s AS MATERIALIZED (SELECT m.oid, {size_sql('m.oid')} AS size "
+            "FROM unnest(%s::oid[]) AS q(oid) "
+            "JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = q.oid) "
+            f"SELECT {unlinked}, coalesce(sum(s.size), 0) FROM s",
+            [oids],
+        )
+        freed, total = cur.fetchone()
+    return int(freed), int(total)
 
 
 def unlink_unreferenced(oid: int, using: str) -> bool:

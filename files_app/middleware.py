@@ -85,7 +85,9 @@ class FileServingMiddleware:
         if target is None:
             return await self.get_response(request)  # type: ignore[no-any-return]
         try:
-            answer = await aserve(str(request.method), _header_getter(request), target)
+            answer = await serve_from_event_loop(
+                str(request.method), _header_getter(request), target
+            )
         except (OperationalError, InterfaceError) as exc:
             return self._unavailable(request, exc, target)
         if answer is None:
@@ -105,14 +107,14 @@ class FileServingMiddleware:
 
     def _unavailable(
         self, request: HttpRequest, exc: Exception, target: serving.Target
-    ) -> HttpResponse:
-        response = unavailable(str(request.method), request.path, exc, self.retry_after)
-        for name, value in target.headers:
-            response.headers.setdefault(name, value)
-        return response
+    ) -> HttpResponseBase:
+        answer = serving.unavailable(
+            str(request.method), request.path, exc, target, self.retry_after
+        )
+        return _response(answer, request)
 
 
-async def aserve(method: str, header: Headers, target: serving.Target) -> Any:
+async def serve_from_event_loop(method: str, header: Headers, target: serving.Target) -> Any:
     """Serve on the event loop with the async pool, or else in a worker thread."""
     from files_app import alo
 
@@ -126,16 +128,9 @@ async def aserve(method: str, header: Headers, target: serving.Target) -> Any:
 
 def _response(answer: serving.Answer, request: HttpRequest) -> HttpResponseBase:
     """Return the Django response the view would have made for ``answer``."""
-    from files_app.views import LargeObjectResponse, empty_body, not_modified
+    from files_app.views import file_response
 
-    headers = dict(answer.headers)
-    if answer.status == 304:
-        return not_modified(request, headers)
-    if answer.status in (412, 416):
-        assert isinstance(answer.body, list)
-        return HttpResponse(b"".join(answer.body), status=answer.status, headers=headers)
-    body = answer.body if answer.body != [] else empty_body(request)
-    return LargeObjectResponse(body, status=answer.status, headers=headers)
+    return file_response(request, answer.status, answer.headers, answer.body)
 
 
 class DatabaseUnavailableMiddleware:

@@ -15,13 +15,14 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connections, models, router, transaction
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.urls import reverse
 
-from files_app import external, lo, mediatypes, references
+from files_app import external, firstread, lo, mediatypes, references, responder
 from files_app.conf import app_settings
-from files_app.digests import Digest, HashingReader, digest_chunks
-from files_app.fields import LargeObjectField, WrittenObject
+from files_app.digests import Digest, digest_chunks
+from files_app.fields import HashingReader, LargeObjectField, WrittenObject
 from files_app.maintenance import LargeObjectQuerySet
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
@@ -134,6 +135,27 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
         return super().update(**kwargs)
 
     update.alters_data = True  # type: ignore[attr-defined]
+
+    def with_first_read(self, guess: tuple[int, int]) -> StoredFileQuerySet:
+        """Annotate each row with its object's size (NULL for a missing object) and the
+        bytes of ``guess``, a :func:`files_app.firstread.first_read_guess`: the row, the
+        check of its size and the answer's first read are one query."""
+        qn = connections[self.db].ops.quote_name
+        table = qn(self.model._meta.db_table)
+        file, size = (
+            f"{table}.{references.column(self.model, name, qn)}" for name in ("file", "size")
+        )
+        # A missing object reads as NULL (lo_open would raise, and abort a transaction).
+        exists = (
+            f"EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {file})"
+        )
+        return self.annotate(
+            files_app_actual_size=RawSQL(f"CASE WHEN {exists} THEN {lo.size_sql(file)} END", []),
+            files_app_first_read=RawSQL(
+                f"CASE WHEN {exists} THEN {firstread.first_read_sql(file, size)} END",
+                firstread.first_read_params(guess),
+            ),
+        )
 
     def relocate(self, stored: StoredFile, oid: int | None, storage: str, name: str) -> bool:
         """Point ``stored``'s row at the same bytes in another place — the large object
@@ -304,12 +326,69 @@ class StoredFile(models.Model):
     @property
     def etag(self) -> str:
         """Return a strong ETag: the content hash (an object never changes once stored)."""
-        return self.etag_for(self.sha256, self.file.name)
+        return self.etag_for(self.sha256, oid_from_name(self.file.name))
 
     @staticmethod
-    def etag_for(sha256: str, oid: int | str | None) -> str:
+    def etag_for(sha256: str, oid: int | None) -> str:
         """Return the ETag of a file with this hash and object."""
         return f'"{sha256}"' if sha256 else f'"{oid}"'
+
+    @classmethod
+    def visible_to(cls, user: Any | None) -> models.Q:
+        """Return the rule of who may download what, as a filter: public files to anyone,
+        private ones to their owner and to users with ``files_app.view_storedfile``.
+
+        ``user`` None stands for anyone at all: the lean path (files_app.serving), which
+        knows no user, serves only what this allows then, compiled into its own query, and
+        hands every other request to the views, which apply it with the request's user.
+        """
+        if user is not None and user.has_perm("files_app.view_storedfile"):
+            return models.Q()
+        visible = models.Q(public=True)
+        if user is not None and user.is_authenticated:
+            visible |= models.Q(owner=user)
+        return visible
+
+    @classmethod
+    def download_info_for(
+        cls,
+        *,
+        oid: int | None,
+        name: str,
+        content_type: str,
+        sha256: str,
+        size: int,
+        updated: Any,
+        cache_control: str | None,
+        as_attachment: bool = False,
+    ) -> responder.FileInfo:
+        """Return what the responder needs to answer a download of a file with these
+        columns: the one description of a stored file's download, for the views
+        (:meth:`download_info`) and the lean path, which reads the columns itself."""
+        return responder.FileInfo(
+            size=size,
+            filename=cls.download_name_for(name),
+            content_type=content_type or responder.DEFAULT_CONTENT_TYPE,
+            etag=cls.etag_for(sha256, oid),
+            last_modified=int(updated.timestamp()),
+            as_attachment=as_attachment,
+            cache_control=cache_control,
+        )
+
+    def download_info(
+        self, *, cache_control: str | None, as_attachment: bool = False
+    ) -> responder.FileInfo:
+        """Return what the responder needs to answer a download of this file."""
+        return self.download_info_for(
+            oid=oid_from_name(self.file.name),
+            name=self.name,
+            content_type=self.content_type,
+            sha256=self.sha256,
+            size=self.size,
+            updated=self.updated,
+            cache_control=cache_control,
+            as_attachment=as_attachment,
+        )
 
     def describe_file(self, using: str) -> None:
         """Store an unsaved file, and make size, SHA-256, name and type describe the object.

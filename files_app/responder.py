@@ -10,7 +10,7 @@ the storage streams the plan it returns.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import quote
@@ -18,11 +18,13 @@ from urllib.parse import quote
 from files_app import mediatypes, ranges
 
 __all__ = [
+    "DEFAULT_CONTENT_TYPE",
     "FileInfo",
     "Plan",
     "Segment",
     "content_disposition",
     "http_date",
+    "literal_bytes",
     "plan_response",
 ]
 
@@ -31,6 +33,7 @@ Headers = Callable[[str], str | None]
 
 # RFC 9110 §8.8.3: entity-tag = [ weak ] opaque-tag, as Django's parse_etags reads it.
 _ETAG_RE = re.compile(r'\A((?:W/)?"[^"]*")\Z')
+DEFAULT_CONTENT_TYPE = "application/octet-stream"  # a file whose type is not known
 UNSATISFIABLE_BODY = b"Range Not Satisfiable: no requested range overlaps the file.\n"
 
 
@@ -40,7 +43,7 @@ class FileInfo:
 
     size: int
     filename: str
-    content_type: str = "application/octet-stream"
+    content_type: str = DEFAULT_CONTENT_TYPE
     etag: str | None = None  # strong and quoted
     last_modified: int | None = None  # Unix seconds
     as_attachment: bool = False
@@ -59,6 +62,12 @@ class Plan:
         """Return the value of a header of the plan, or None."""
         name = name.lower()
         return next((value for key, value in self.headers if key.lower() == name), None)
+
+
+def literal_bytes(segments: Iterable[Segment]) -> list[bytes]:
+    """Return the literal parts of a plan's body (all of it for an answer that reads
+    nothing from the file: HEAD, 304, 412, 416)."""
+    return [segment for segment in segments if isinstance(segment, bytes)]
 
 
 def http_date(seconds: int) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
@@ -43,7 +43,7 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_script_prefix, get_urlconf
 
-from files_app import _databases, _hostrules, lo, responder, streaming
+from files_app import _databases, _hostrules, lo, outage, responder, streaming
 from files_app.conf import app_settings
 from files_app.firstread import (
     Headers,
@@ -53,7 +53,7 @@ from files_app.firstread import (
     first_read_sql,
 )
 from files_app.references import column
-from files_app.responder import Plan, Segment
+from files_app.responder import Plan
 
 __all__ = [
     "Answer",
@@ -64,6 +64,7 @@ __all__ = [
     "request_host",
     "request_is_secure",
     "serve",
+    "unavailable",
 ]
 
 
@@ -139,6 +140,7 @@ def request_is_secure(header: Headers, scheme: str) -> bool:
 def _forget_routes(*, setting: str, **kwargs: Any) -> None:
     # Tests change settings; a server never does.
     _database.cache_clear()
+    _lookup.cache_clear()
     _hostrules.forget()
 
 
@@ -173,7 +175,7 @@ def find_target(
     before Django's handler (files_app.wsgi, files_app.asgi), where no middleware runs.
     """
     from files_app.sharing import LinkState, read_share_token
-    from files_app.views import SharedFileView, public_cache_control
+    from files_app.views import SharedFileView, cache_control_for_public
 
     if before_django and not _hostrules.handler_may_answer():
         return None  # the middleware ahead of FileServingMiddleware run first
@@ -192,38 +194,52 @@ def find_target(
     kind, key = route
     headers = _hostrules.security_headers(secure)
     if kind == "download":
-        return Target(uuid.UUID(key), True, public_cache_control(), using, headers)
+        return Target(uuid.UUID(key), True, cache_control_for_public(), using, headers)
     state, file_uuid = read_share_token(key)
     if state is LinkState.VALID and file_uuid is not None:
         return Target(file_uuid, False, SharedFileView.cache_control or "", using, headers)
     return None
 
 
-@lru_cache(maxsize=4)
-def _lookup_sql(public_only: bool, vendor_quote: Callable[[str], str]) -> str:
+@lru_cache(maxsize=8)
+def _lookup(public_only: bool, using: str) -> tuple[str, tuple[Any, ...]]:
+    """Return the lookup's SQL and the parameters of its access rule.
+
+    A download URL serves only what :meth:`StoredFile.visible_to` allows anyone (no user:
+    this path knows none), compiled by Django from that very rule; a share link's holder may
+    have any file (the signed link is the permission).
+    """
     from files_app.models import StoredFile
 
-    meta = StoredFile._meta
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    table = quote(StoredFile._meta.db_table)
 
     def col(name: str) -> str:
-        return "f." + column(StoredFile, name, vendor_quote)
+        return f"{table}.{column(StoredFile, name, quote)}"
 
     file, size = col("file"), col("size")
     fields = ", ".join(col(name) for name in ("name", "content_type", "sha256", "updated"))
-    where = f"{col('uuid')} = %s::uuid" + (f" AND {col('public')}" if public_only else "")
+    where = f"{col('uuid')} = %s::uuid"
+    rule_params: tuple[Any, ...] = ()
+    if public_only:
+        query = StoredFile._base_manager.filter(StoredFile.visible_to(None)).query
+        rule, params = query.where.as_sql(query.get_compiler(using), connection)
+        where, rule_params = f"{where} AND ({rule})", tuple(params)
     # The descriptor lives in a LATERAL subquery, opened once; lo_open fails for a missing
     # object (SQLSTATE 42704: the view then answers 404). lo_get reads by offset and needs
     # no descriptor.
-    return (
+    sql = (
         f"SELECT {file}, {size}, {fields}, lo_lseek64(o.fd, 0, 2), "
         f"{first_read_sql(file, size)}, lo_close(o.fd) "
-        f"FROM {vendor_quote(meta.db_table)} f, "
+        f"FROM {table}, "
         f"LATERAL (SELECT lo_open({file}, {lo.INV_READ}) AS fd) o WHERE {where}"
     )
+    return sql, rule_params
 
 
-def _params(target: Target, guess: tuple[int, int]) -> tuple[Any, ...]:
-    return (*first_read_params(guess), str(target.uuid))
+def _params(target: Target, guess: tuple[int, int], rule: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*first_read_params(guess), str(target.uuid), *rule)
 
 
 def _found(row: tuple[Any, ...] | None, guess: tuple[int, int]) -> _Found | None:
@@ -239,12 +255,13 @@ def _found(row: tuple[Any, ...] | None, guess: tuple[int, int]) -> _Found | None
 def _plan(method: str, header: Headers, target: Target, found: _Found) -> Plan:
     from files_app.models import StoredFile
 
-    info = responder.FileInfo(
+    info = StoredFile.download_info_for(
+        oid=found.oid,
+        name=found.name,
+        content_type=found.content_type,
+        sha256=found.sha256,
         size=found.size,
-        filename=StoredFile.download_name_for(found.name),
-        content_type=found.content_type or "application/octet-stream",
-        etag=StoredFile.etag_for(found.sha256, found.oid),
-        last_modified=int(found.updated.timestamp()),
+        updated=found.updated,
         cache_control=target.cache_control,
     )
     return responder.plan_response(method, header, info, max_ranges=app_settings.MAX_RANGES)
@@ -278,12 +295,19 @@ def _planned(
     plan = _plan(method, header, target, found)
     first, data = _first(plan, found, chunk)
     if first is None:
-        return Answer(plan.status, plan.headers, _literal(plan.body)).add_absent(target.headers)
+        answer = Answer(plan.status, plan.headers, responder.literal_bytes(plan.body))
+        return answer.add_absent(target.headers)
     return found, plan, first, data
 
 
-def _literal(segments: Iterable[Segment]) -> list[bytes]:
-    return [segment for segment in segments if isinstance(segment, bytes)]
+def unavailable(
+    method: str, path: str, exc: Exception, target: Target, retry_after: int = outage.RETRY_AFTER
+) -> Answer:
+    """Return the lean path's 503 while the database cannot be reached: the views' (the
+    one of files_app.outage), with the headers of the host's security middleware."""
+    response = outage.unavailable(method, path, exc, retry_after)
+    answer = Answer(response.status_code, list(response.items()), [response.content])
+    return answer.add_absent(target.headers)
 
 
 def serve(method: str, header: Headers, target: Target, *, asgi: bool = False) -> Answer | None:
@@ -302,13 +326,10 @@ def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer |
 
     chunk = app_settings.CHUNK_SIZE
     guess = first_read_guess(method, header, chunk)
-    connection = connections[target.using]
+    sql, rule = _lookup(target.public_only, target.using)
     try:
         with lo.cursor(target.using, binary=True, prepare=app_settings.PREPARE) as cursor:
-            cursor.execute(
-                _lookup_sql(target.public_only, connection.ops.quote_name),
-                _params(target, guess),
-            )
+            cursor.execute(sql, _params(target, guess, rule))
             row = cursor.fetchone()
     except FileNotFoundError:
         return None
@@ -339,11 +360,9 @@ async def _aserve(method: str, header: Headers, target: Target) -> Answer | None
 
     chunk = app_settings.CHUNK_SIZE
     guess = first_read_guess(method, header, chunk)
-    quote = connections[target.using].ops.quote_name
+    sql, rule = _lookup(target.public_only, target.using)
     try:
-        row = await alo.execute(
-            _lookup_sql(target.public_only, quote), _params(target, guess), target.using
-        )
+        row = await alo.execute(sql, _params(target, guess, rule), target.using)
     except FileNotFoundError:
         return None
     planned = _planned(method, header, target, row, guess, chunk)

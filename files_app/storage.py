@@ -418,6 +418,23 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         upload's, see :class:`LargeObjectUploadedFile`)."""
         return LargeObjectWriter(self.using, unadopted=unadopted)
 
+    # Bytes that arrive over several requests (resumable uploads, files_app.tus) are written
+    # into an object of their own by OID, and a row adopts it when the last byte is in.
+
+    def create_object(self) -> int:
+        """Create an empty large object for bytes that arrive over several requests (a
+        resumable upload) and return its OID."""
+        return lo.create(self.using)
+
+    def write_object(self, oid: int, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` of the object :meth:`create_object` made."""
+        lo.write(oid, offset, data, self.using)
+
+    def unlink_objects(self, oids: list[int]) -> int:
+        """Unlink objects :meth:`create_object` made that no row ever adopted (unfinished
+        uploads), in one statement; return how many were still there."""
+        return lo.unlink_many(oids, self.using)[0]
+
     def _chunks(self, content: Any) -> Iterator[bytes | str]:
         # Storage.save() wraps file-likes in File; _save() may also be called directly.
         source = content if hasattr(content, "chunks") else File(content)

@@ -48,12 +48,13 @@ from django.utils import timezone
 from django.utils.http import http_date
 from django.views import View
 
-from files_app import lo, maintenance, mediatypes
+from files_app import mediatypes
 from files_app.conf import app_settings
 from files_app.digests import Digest, ResumableSHA256
 from files_app.fields import WrittenObject
 from files_app.models import StoredFile, Upload, _upload_name
 from files_app.sniff import SNIFF_BYTES
+from files_app.storage import LargeObjectStorage
 
 __all__ = ["TUS_VERSION", "UploadView", "delete_expired", "parse_metadata"]
 
@@ -65,6 +66,8 @@ OCTETS = "application/offset+octet-stream"
 LARGEST_OBJECT = 4 * 1024**4
 # Read from the client at a time (a piece written to the database is CHUNK_SIZE).
 READ_SIZE = 64 * 1024
+# Expired uploads deleted per transaction by delete_expired().
+EXPIRED_BATCH = 500
 # 2**64 has 20 digits: a longer header number is no size or offset (and int() refuses
 # numbers of more than 4300 digits with a ValueError).
 MAX_DIGITS = 20
@@ -210,7 +213,7 @@ class UploadView(View):
         using = router.db_for_write(Upload)
         with transaction.atomic(using=using):
             upload = Upload.objects.using(using).create(
-                oid=lo.create(using),
+                oid=LargeObjectStorage(using=using).create_object(),
                 length=length,
                 sha256_state=ResumableSHA256().state(),
                 metadata_header=header,
@@ -299,6 +302,7 @@ class UploadView(View):
         digest = CHECKSUMS[algorithm]() if algorithm else None
         hasher = ResumableSHA256(bytes(upload.sha256_state))
         head, end = bytes(upload.head), offset
+        storage = LargeObjectStorage(using=using)
         for piece in _pieces(request):
             if end + len(piece) > upload.length:
                 raise Refused(400, f"The body goes past Upload-Length ({upload.length} bytes).")
@@ -308,7 +312,7 @@ class UploadView(View):
             with transaction.atomic(using=using):
                 # With a checksum, the offset stays where it was until the body matches.
                 self._hold(upload, offset if digest else end)
-                lo.write(upload.oid, end, piece, using)
+                storage.write_object(upload.oid, end, piece)
                 end += len(piece)
                 if digest is None:
                     self._advance(upload, end, hasher, head)
@@ -376,7 +380,7 @@ def _discard(upload: Upload) -> None:
     using = str(upload._state.db)
     with transaction.atomic(using=using):
         if Upload.objects.using(using).filter(pk=upload.pk).delete()[0]:
-            lo.unlink(upload.oid, using)
+            LargeObjectStorage(using=using).unlink_objects([upload.oid])
 
 
 def delete_expired(using: str) -> int:
@@ -389,12 +393,12 @@ def delete_expired(using: str) -> int:
                 Upload.objects.using(using)
                 .select_for_update(skip_locked=True)
                 .filter(expires__lte=timezone.now())
-                .values_list("pk", "oid")[: maintenance.BATCH]
+                .values_list("pk", "oid")[:EXPIRED_BATCH]
             )
             if not expired:
                 return deleted
             Upload.objects.using(using).filter(pk__in=[pk for pk, _ in expired]).delete()
-            maintenance.free([oid for _, oid in expired], using)
+            LargeObjectStorage(using=using).unlink_objects([oid for _, oid in expired])
             deleted += len(expired)
 
 

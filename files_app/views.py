@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from django.core.files.storage import Storage
 from django.core.handlers.asgi import ASGIRequest
-from django.db import InterfaceError, OperationalError, connections
-from django.db.models import Model, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db import InterfaceError, OperationalError
+from django.db.models import Model, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -24,13 +24,13 @@ from django.shortcuts import get_object_or_404
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import _databases, firstread, lo, mediatypes, references, responder, streaming
+from files_app import _databases, firstread, mediatypes, responder, streaming
 from files_app.conf import app_settings
 from files_app.external import ExternalFile, StorageUnavailable
 from files_app.fields import default_large_object_storage
-from files_app.models import StoredFile
+from files_app.models import StoredFile, StoredFileQuerySet
 from files_app.outage import unavailable
-from files_app.responder import Segment, content_disposition
+from files_app.responder import FileInfo, Segment, content_disposition
 from files_app.sharing import LinkState, read_share_token
 from files_app.storage import (
     LargeObjectFile,
@@ -48,6 +48,7 @@ __all__ = [
     "StorageFileView",
     "StoredFileView",
     "content_disposition",
+    "file_response",
 ]
 
 logger = logging.getLogger("files_app")
@@ -138,6 +139,20 @@ class LargeObjectView(View):
         """Return the Cache-Control header value."""
         return self.cache_control
 
+    def get_file_info(self, size: int) -> FileInfo:
+        """Return what the responder needs to know of the file, ``size`` bytes long: by
+        default from the ``get_*()`` hooks above."""
+        modified = self.get_last_modified()
+        return FileInfo(
+            size=size,
+            filename=self.get_filename(),
+            content_type=self.get_content_type(),
+            etag=self.get_etag(),
+            last_modified=int(modified.timestamp()) if modified else None,
+            as_attachment=self.get_as_attachment(),
+            cache_control=self.get_cache_control(),
+        )
+
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             return self._get(request)
@@ -152,11 +167,9 @@ class LargeObjectView(View):
             size = self.file.size
         except FileNotFoundError as exc:
             raise Http404("The file's data is missing.") from exc
-        etag = self.get_etag()
-        modified = self.get_last_modified()
-        last_modified = int(modified.timestamp()) if modified else None
+        info = self.get_file_info(size)
         try:
-            return self._respond(request, size, etag, last_modified)
+            return self._respond(request, info)
         except SizeMismatch as exc:
             # The object is not the size we were told: something changed the row or the
             # object behind the app's back. Serve what the object holds, without the
@@ -167,35 +180,22 @@ class LargeObjectView(View):
                 size = self.file.size
             except FileNotFoundError as missing:
                 raise Http404("The file's data is missing.") from missing
-            return self._respond(request, size, None, None)
+            return self._respond(request, replace(info, size=size, etag=None, last_modified=None))
 
-    def _respond(
-        self, request: HttpRequest, size: int, etag: str | None, last_modified: int | None
-    ) -> HttpResponseBase:
-        info = responder.FileInfo(
-            size=size,
-            filename=self.get_filename(),
-            content_type=self.get_content_type(),
-            etag=etag,
-            last_modified=last_modified,
-            as_attachment=self.get_as_attachment(),
-            cache_control=self.get_cache_control(),
-        )
+    def _respond(self, request: HttpRequest, info: FileInfo) -> HttpResponseBase:
         plan = responder.plan_response(
             str(request.method),
             request.headers.get,
             info,
             max_ranges=self.max_ranges or app_settings.MAX_RANGES,
         )
-        headers = dict(plan.headers)
-        if plan.status == 412:
-            return HttpResponse(status=412, headers=headers)
         if plan.status == 416:
             self._check_size()  # it states the size
-            return HttpResponse(b"".join(_literal(plan.body)), status=416, headers=headers)
-        if plan.status == 304:
-            return not_modified(request, headers)
-        return self._stream(request, plan.status, headers, plan.body)
+        if plan.status in (200, 206):
+            return self._stream(request, plan.status, plan.headers, plan.body)
+        return file_response(
+            request, plan.status, plan.headers, responder.literal_bytes(plan.body)
+        )
 
     def _check_size(self) -> None:
         try:
@@ -207,9 +207,9 @@ class LargeObjectView(View):
         self,
         request: HttpRequest,
         status: int,
-        headers: dict[str, str],
+        headers: list[tuple[str, str]],
         segments: Sequence[Segment],
-    ) -> LargeObjectResponse:
+    ) -> HttpResponseBase:
         raw = self.file.raw
         self.file.close()  # reads go by offset; no descriptor or cursor stays open
         chunk = self.chunk()
@@ -225,33 +225,39 @@ class LargeObjectView(View):
         except FileNotFoundError as exc:
             raise Http404("The file's data is missing.") from exc
         if first is None:
-            literal = _literal(segments) or empty_body(request)
-            return LargeObjectResponse(literal, status=status, headers=headers)
+            return file_response(request, status, headers, responder.literal_bytes(segments))
         if isinstance(request, ASGIRequest):
             body: Iterator[bytes] | AsyncIterator[bytes] = raw.astream(segments, chunk, data)
         else:
             body = raw.stream(segments, chunk, data)
-        return LargeObjectResponse(body, status=status, headers=headers)
+        return file_response(request, status, headers, body)
 
 
-def _literal(segments: Sequence[Segment]) -> list[bytes]:
-    return [segment for segment in segments if isinstance(segment, bytes)]
+def file_response(
+    request: HttpRequest,
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    body: list[bytes] | Iterator[bytes] | AsyncIterator[bytes],
+) -> HttpResponseBase:
+    """Return the Django response of a planned download answer, whichever path planned it
+    (the views, or the lean path under Django's handlers): the one place that turns a
+    status, its headers and its body into a response.
 
-
-def not_modified(request: HttpRequest, headers: dict[str, str]) -> LargeObjectResponse:
-    """Return a 304 with ``headers`` only: streamed (and empty), so that CommonMiddleware
-    adds no "Content-Length: 0", and without a Content-Type, as HttpResponseNotModified."""
-    response = LargeObjectResponse(empty_body(request), status=304, headers=headers)
-    del response["Content-Type"]
-    return response
-
-
-def empty_body(request: HttpRequest) -> list[bytes] | AsyncIterator[bytes]:
-    """Return an empty body (HEAD, 304): async under ASGI, where Django warns about
-    sync iterators."""
-    if isinstance(request, ASGIRequest):
-        return streaming.empty()
-    return []
+    A 200 or 206 streams (:class:`LargeObjectResponse`, an async iterator under ASGI, and
+    empty for HEAD); a 304 has the headers only, streamed and empty so that
+    CommonMiddleware adds no "Content-Length: 0", and no Content-Type, as
+    HttpResponseNotModified; any other status (412, 416, 503) is its literal body.
+    """
+    values = dict(headers)
+    if status in (200, 206, 304):
+        if body == []:
+            body = streaming.empty() if isinstance(request, ASGIRequest) else []
+        response = LargeObjectResponse(body, status=status, headers=values)
+        if status == 304:
+            del response["Content-Type"]
+        return response
+    assert isinstance(body, list), "only a 200 or a 206 streams"
+    return HttpResponse(b"".join(body), status=status, headers=values)
 
 
 class StoredFileView(LargeObjectView):
@@ -266,15 +272,10 @@ class StoredFileView(LargeObjectView):
     object: StoredFile
 
     def get_queryset(self) -> QuerySet[StoredFile]:
-        """Return the stored files the current user may download."""
+        """Return the stored files the current user may download
+        (:meth:`StoredFile.visible_to`, the rule the lean path keeps too)."""
         queryset = self.model._default_manager.all()
-        user = self.request.user
-        if user.has_perm("files_app.view_storedfile"):
-            return queryset
-        visible = Q(public=True)
-        if user.is_authenticated:
-            visible |= Q(owner=user)
-        return queryset.filter(visible)
+        return queryset.filter(self.model.visible_to(self.request.user))
 
     def get_object(self) -> StoredFile:
         return self.find(self.get_queryset(), uuid=self.kwargs["uuid"])
@@ -302,7 +303,7 @@ class StoredFileView(LargeObjectView):
 
     def with_first_read(self, queryset: QuerySet[StoredFile]) -> QuerySet[StoredFile]:
         """Return ``queryset`` annotated with its object's size and the answer's likely first
-        read: the row, the check of its size and the first bytes are one query.
+        read (:meth:`StoredFileQuerySet.with_first_read`): one query.
 
         The read is guessed from the request before the file is known (as the lean path
         does); a wrong guess costs another read, not a wrong answer.
@@ -310,22 +311,8 @@ class StoredFileView(LargeObjectView):
         start, length = self._guess = firstread.first_read_guess(
             str(self.request.method), self.request.headers.get, self.chunk()
         )
-        qn = connections[queryset.db].ops.quote_name
-        table = qn(self.model._meta.db_table)
-        file, size = (
-            f"{table}.{references.column(self.model, name, qn)}" for name in ("file", "size")
-        )
-        # A missing object reads as NULL (lo_open would raise, and abort a transaction).
-        exists = (
-            f"EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {file})"
-        )
-        return queryset.annotate(
-            files_app_actual_size=RawSQL(f"CASE WHEN {exists} THEN {lo.size_sql(file)} END", []),
-            files_app_first_read=RawSQL(
-                f"CASE WHEN {exists} THEN {firstread.first_read_sql(file, size)} END",
-                firstread.first_read_params((start, min(length, PREFETCH))),
-            ),
-        )
+        assert isinstance(queryset, StoredFileQuerySet)
+        return queryset.with_first_read((start, min(length, PREFETCH)))
 
     def get_file(self) -> LargeObjectFile | ExternalFile:
         if self.object.storage:  # files_move took it to another storage
@@ -354,19 +341,15 @@ class StoredFileView(LargeObjectView):
             found.raw.prefetched(int(actual), offset, bytes(self.object.files_app_first_read))
         return found
 
-    def get_filename(self) -> str:
-        return str(self.object.download_name)
-
-    def get_content_type(self) -> str:
-        return self.object.content_type or "application/octet-stream"
-
-    def get_etag(self) -> str | None:
-        return self.object.etag
-
-    def get_last_modified(self) -> datetime | None:
-        # Not "created": replacing the file keeps the row's creation time, and a date
-        # that did not change with the content would make If-Range splice two files.
-        return self.object.updated
+    def get_file_info(self, size: int) -> FileInfo:
+        # The one description of a stored file's download, the lean path's too; Last-
+        # Modified is "updated", not "created": replacing the file keeps the row's creation
+        # time, and a date that did not change with the content would make If-Range splice
+        # two files.
+        info = self.object.download_info(
+            cache_control=self.get_cache_control(), as_attachment=self.as_attachment
+        )
+        return replace(info, size=size)
 
     #: The ``Cache-Control`` of public files (private ones get :attr:`cache_control`);
     #: None: ``public, max-age=<FILES_APP_PUBLIC_MAX_AGE>`` (300 s by default).
@@ -374,11 +357,11 @@ class StoredFileView(LargeObjectView):
 
     def get_cache_control(self) -> str | None:
         if self.object.public:
-            return self.public_cache_control or public_cache_control()
+            return self.public_cache_control or cache_control_for_public()
         return self.cache_control
 
 
-def public_cache_control(view: type[StoredFileView] = StoredFileView) -> str:
+def cache_control_for_public(view: type[StoredFileView] = StoredFileView) -> str:
     """Return the ``Cache-Control`` of a public file: the view's ``public_cache_control``,
     or ``public, max-age=<FILES_APP_PUBLIC_MAX_AGE>``."""
     return view.public_cache_control or f"public, max-age={app_settings.PUBLIC_MAX_AGE}"

@@ -11,6 +11,7 @@ import pytest
 from django.db import NotSupportedError, connection, connections, transaction
 
 from files_app import lo, maintenance
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,7 +94,6 @@ def test_oids_above_2_31_work() -> None:
 
 
 def test_created_objects_are_marked_as_ours_with_their_creation_time() -> None:
-    import time
 
     before = time.time()
     oid = lo.create(DB)
@@ -245,13 +245,12 @@ def test_reading_and_writing_piece_by_piece_holds_no_transaction_open() -> None:
         writer = lo.Writer(oid, DB)
         writer.write(0, b"a" * 1000)
         writer.write(1000, b"b" * 1000)
-        time.sleep(0.2)  # the writes are done; their results are not yet fetched
-        assert _backend_state(pid) == "idle"
+        # The writes finish; their results are not fetched yet, and no transaction waits.
+        wait_until(lambda: _backend_state(pid) == "idle", 5, "the writer's backend not idle")
         writer.close()
         reads = lo.read_pieces(oid, [(0, 10), (10, 10), (20, 10)], DB, ahead=1)
         assert next(reads) == b"a" * 10
-        time.sleep(0.2)
-        assert _backend_state(pid) == "idle"
+        wait_until(lambda: _backend_state(pid) == "idle", 5, "the reader's backend not idle")
         assert list(reads) == [b"a" * 10, b"a" * 10]
     finally:
         lo.unlink(oid, DB)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.db import OperationalError, connection
+from django.db.models import Q
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -166,6 +168,48 @@ def test_a_lean_answer_is_one_query_that_opens_the_object(
             _wsgi(case.method, served.path, request_headers(case, served))
         assert queries.captured_queries, case.id
         assert "lo_open" in queries.captured_queries[0]["sql"], case.id
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_range_case_through_a_share_link_gets_the_views_answer(
+    entry: str,
+    served_files: dict[str, Served],
+    hardened: list[str],
+    lean_answers: list[str],
+    settings: SettingsWrapper,
+) -> None:
+    """The whole matrix again through share links, to private files (the link is the
+    permission): status, body and every header but Vary, lean path against the view."""
+    StoredFile.objects.filter(pk__in=[served.pk for served in served_files.values()]).update(
+        public=False
+    )
+    links = {
+        key: make_share_url(uuid.UUID(served.uuid), served.name, timedelta(hours=1))
+        for key, served in served_files.items()
+    }
+    requests = [
+        (
+            case.method,
+            links[case.resource_key],
+            request_headers(case, served_files[case.resource_key]),
+        )
+        for case in CASES
+    ]
+    views = [_wsgi(*request, secure=True) for request in requests]
+    settings.MIDDLEWARE = _with_lean(hardened, "first")
+    replies = fetch_all(entry, requests, secure=True)
+    for case, view, reply in zip(CASES, views, replies, strict=True):
+        view_status, view_headers, view_body = normalized(view)
+        lean_status, lean_headers, lean_body = normalized(reply)
+        assert lean_status == case.expect_status, case.id
+        assert (lean_status, lean_body) == (view_status, view_body), case.id
+        assert _drop(lean_headers, VIEW_ONLY_HEADERS) == _drop(view_headers, VIEW_ONLY_HEADERS), (
+            case.id
+        )
+        assert lean_headers.items() >= SECURITY_HEADERS.items(), case.id
+        if lean_status in (200, 206, 304):  # a link's holder is not the public
+            assert lean_headers["cache-control"] == "private, no-cache", case.id
+    assert len(lean_answers) == sum(case.method in ("GET", "HEAD") for case in CASES)
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -334,6 +378,37 @@ def test_private_files_go_through_django_auth(
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == b"secret"  # type: ignore[attr-defined]
     assert "Cookie" in response.headers.get("Vary", "")  # answered by the view
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_lean_path_serves_only_what_the_one_access_rule_allows_anyone(
+    entry: str,
+    lean: None,
+    store: Callable[..., StoredFile],
+    monkeypatch: pytest.MonkeyPatch,
+    lean_answers: list[str],
+) -> None:
+    """StoredFile.visible_to is the rule of both paths: a host (or a later change) that
+    narrows it narrows the lean path too, which compiles it into its query."""
+    shown = store(b"shown", "shown.txt")
+    embargoed = store(b"embargoed", "report.embargoed")
+    rule = StoredFile.visible_to.__func__  # type: ignore[attr-defined]
+
+    def narrower(cls: type[StoredFile], user: Any) -> Any:
+        return rule(cls, user) & ~Q(name__endswith=".embargoed")
+
+    monkeypatch.setattr(StoredFile, "visible_to", classmethod(narrower))
+    serving._lookup.cache_clear()
+    try:
+        replies = fetch_all(
+            entry,
+            [("GET", shown.get_absolute_url(), {}), ("GET", embargoed.get_absolute_url(), {})],
+        )
+    finally:
+        serving._lookup.cache_clear()
+    assert [reply[0] for reply in replies] == [200, 404]
+    assert replies[0][2] == b"shown"
+    assert lean_answers == [str(shown.uuid)]  # the embargoed file went to the view
 
 
 def test_share_links(lean: None, store: Callable[..., StoredFile]) -> None:

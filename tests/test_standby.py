@@ -327,10 +327,8 @@ def test_a_pool_checks_all_idle_connections_when_one_fails_its_check(driver: str
         pytest.skip("Django's pool is psycopg 3's")
     from psycopg_pool import ConnectionPool
 
-    params = connections["default"].get_connection_params()
-    params.pop("cursor_factory")
     pool = ConnectionPool(
-        kwargs={**params, "autocommit": True},
+        kwargs={**_databases.connect_kwargs("default"), "autocommit": True},
         min_size=4,
         open=False,
         check=ConnectionPool.check_connection,

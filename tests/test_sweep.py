@@ -203,9 +203,9 @@ def test_each_query_looks_at_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -
 def test_free_skips_objects_gone_meanwhile() -> None:
     gone, there = _orphan(b"gone"), _orphan(b"there!")
     lo.unlink(gone, "default")
-    assert maintenance.free([gone, there], "default", dry_run=True) == (0, 6)
+    assert lo.unlink_many([gone, there], "default", dry_run=True) == (0, 6)
     assert lo.exists(there, "default")
-    assert maintenance.free([gone, there], "default") == (1, 6)
+    assert lo.unlink_many([gone, there], "default") == (1, 6)
     assert not lo.exists(there, "default")
 
 

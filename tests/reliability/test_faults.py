@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from tests.polling import wait_until
 from tests.reliability.clients import ADD, download, upload_body
 from tests.reliability.conftest import MiB, OwnDatabase, manage
 from tests.servers import SERVER_KINDS, Server, running_server
@@ -40,15 +41,6 @@ def big_file(own_database: OwnDatabase) -> str:
     return f"/files/{own_database.store('big.bin', BIG)}/big.bin"
 
 
-def _wait_until(condition: object, timeout: float, message: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if callable(condition) and condition():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{message} (after {timeout:.0f} s)")
-
-
 def test_postgres_restarted_mid_download(
     server: Server, own_database: OwnDatabase, big_file: str
 ) -> None:
@@ -68,7 +60,7 @@ def test_postgres_restarted_mid_download(
     assert not cut.complete and len(cut.body) < len(BIG)
     assert cut.body == BIG[: len(cut.body)]
     # The next requests are fine (the pool replaced its dead connections).
-    _wait_until(lambda: download(server, big_file).status == 200, 15, "no recovery")
+    wait_until(lambda: download(server, big_file).status == 200, 15, "no recovery")
     again = download(server, big_file)
     assert again.complete and hashlib.sha256(again.body).digest() == hashlib.sha256(BIG).digest()
     server.check_alive()
@@ -94,7 +86,7 @@ def test_postgres_stopped_is_a_quick_503_and_service_resumes(
             assert b"database" in reply.body and b"Traceback" not in reply.body
     finally:
         own_database.start()
-    took = _wait_until(
+    took = wait_until(
         lambda: download(server, big_file, {"Range": "bytes=0-99"}).status == 206,
         15,
         "service did not resume",
@@ -177,7 +169,7 @@ def test_200_clients_leaving_mid_download_leave_nothing_behind(
         time.sleep(0.5)  # let the server notice the last ones left
         sizes.append(_rss(server))
     # Nothing waits in a transaction, and the connections are the pool's, not one per client.
-    _wait_until(
+    wait_until(
         lambda: all(state == "idle" for state, _ in own_database.backends()),
         20,
         f"backends still busy: {own_database.backends()}",
@@ -240,9 +232,9 @@ def test_an_upload_cut_off_mid_body_leaves_no_row_and_no_object(
     sock, body = _start_upload(server, _admin_cookie(own_database), "cut.bin", BIG)
     with sock:
         sock.sendall(body[: len(body) // 2])
-        _wait_until(lambda: _writing(own_database), 20, "nothing was written")
+        wait_until(lambda: _writing(own_database), 20, "nothing was written")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    _wait_until(lambda: _unreferenced(own_database) == before, 20, "an object was left")
+    wait_until(lambda: _unreferenced(own_database) == before, 20, "an object was left")
     assert _rows_named(own_database, "cut.bin") == 0
     server.check_alive()
 
@@ -256,12 +248,12 @@ def test_a_worker_killed_mid_upload_leaves_nothing_after_the_sweep(
         sock, body = _start_upload(server, _admin_cookie(own_database), "killed.bin", BIG)
         with sock:
             sock.sendall(body[: len(body) // 2])
-            _wait_until(lambda: _writing(own_database), 20, "nothing was written")
+            wait_until(lambda: _writing(own_database), 20, "nothing was written")
             master = psutil.Process(server.process.pid)
             for worker in master.children(recursive=True) or [master]:
                 os.kill(worker.pid, signal.SIGKILL)
         if kind == "gunicorn":  # the master starts a new worker, which serves at once
-            _wait_until(lambda: download(server, "/").status == 200, 30, "no new worker")
+            wait_until(lambda: download(server, "/").status == 200, 30, "no new worker")
     # The dead worker's half-written object is unreferenced; the sweeper frees it.
     assert _rows_named(own_database, "killed.bin") == 0
     result = manage(own_database.url, "files_sweep", "--grace", "0")

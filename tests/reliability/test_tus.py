@@ -23,6 +23,7 @@ from uuid import uuid4
 
 import pytest
 
+from tests.polling import settled
 from tests.reliability.conftest import MiB, OwnDatabase, manage
 from tests.servers import SERVER_KINDS, Server, free_port, running_server
 
@@ -160,8 +161,8 @@ def test_a_reset_connection_resumes_from_the_servers_offset(
             uploader.upload()
         url = uploader.url
         assert url and url.startswith(f"http://127.0.0.1:{proxy.port}/files/uploads/")
-        time.sleep(0.5)  # the server notices the reset
-        durable = _server_offset(own_database)
+        # The server notices the reset and commits what arrived: wait until that settles.
+        durable = settled(lambda: _server_offset(own_database))
         # What arrived before the reset was kept: not 0, not a whole number of pieces only.
         assert 0 < durable < len(DATA)
         resumed = _uploader(url, headers, url=url)

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from files_app import maintenance, tus
+from files_app import lo, maintenance, tus
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import PendingRemoval, drain_removals
@@ -92,7 +92,7 @@ class Command(BaseCommand):
                 found += len(batch)
                 if dry_run:
                     self._list_objects(batch, using)
-                freed_now, size = maintenance.free(batch, using, dry_run=dry_run)
+                freed_now, size = lo.unlink_many(batch, using, dry_run=dry_run)
                 freed += freed_now
                 total_bytes += size
                 if options["verbosity"] >= 2 and not dry_run:
