@@ -35,7 +35,7 @@ PARTS = {
     "StoredFileView.get_object (ORM)": r"get_object \(files_app/views\.py",
     "ORM query building and compiling": r"django/db/models/(query|sql)",
     "psycopg (sending, waiting)": r"psycopg/(cursor|connection)\.py",
-    "files_app.lo": r"files_app/lo\.py",
+    "files_app.largeobjects": r"files_app/lo\.py",
     "response headers, dates, conditions": r"django/(utils/(cache|http)|http/response)",
     "asgiref sync_to_async": r"asgiref/sync\.py",
     "uvicorn and h11": r"(uvicorn|h11)/",

@@ -16,7 +16,9 @@ next idle connection, and after a restart every idle connection is dead: 5 s lat
 :func:`check_all_on_failure` makes one failed check check every idle connection at once
 (``pool.check()``). :func:`run` also runs a download's lookup once more when its
 connection turned out dead (with ``CONN_HEALTH_CHECKS`` off, or psycopg2's persistent
-connections); files_app.alo does the same for its async pool.
+connections); files_app.largeobjects_async does the same for its async pool.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -39,21 +41,6 @@ from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
 from files_app.conf import app_settings
-
-__all__ = [
-    "DJANGO_OPTIONS",
-    "LAG_SQL",
-    "achoose",
-    "arun",
-    "check_all_on_failure",
-    "choose",
-    "connect_kwargs",
-    "failed",
-    "forget",
-    "pool_check_supported",
-    "reading_ttl",
-    "run",
-]
 
 logger = logging.getLogger("files_app")
 T = TypeVar("T")
@@ -388,8 +375,8 @@ def run(primary: str, read: Callable[[str], T]) -> T:
 
 
 async def arun(primary: str, read: Callable[[str], Awaitable[T]]) -> T:
-    """:func:`run` for ``read`` on files_app.alo's async pool (which runs a statement
-    again on a dead connection itself)."""
+    """:func:`run` for ``read`` on files_app.largeobjects_async's async pool (which runs a
+    statement again on a dead connection itself)."""
     using = await achoose(primary)
     if using != primary:
         try:

@@ -1,4 +1,4 @@
-"""The host's rules that the lean path (files_app.serving) must keep although it answers
+"""The host's rules that the lean path (files_app.fastpath) must keep although it answers
 before them: its URLconf, its middleware's view rules and its security headers.
 
 - A URL is the lean path's only where the host routes it to the very callable that
@@ -14,6 +14,8 @@ before them: its URLconf, its middleware's view rules and its security headers.
 - files_app.wsgi and files_app.asgi answer before Django's handler, so before the
   middleware listed ahead of FileServingMiddleware too: only if those are ones whose work
   the lean path does itself or that leave file answers alone (:func:`handler_may_answer`).
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -28,15 +30,6 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import NoReverseMatch, Resolver404, URLPattern, get_resolver, resolve, reverse
 from django.utils.module_loading import import_string
-
-__all__ = [
-    "handler_may_answer",
-    "prefixes",
-    "route",
-    "security_headers",
-    "stock_view",
-    "view_rules_allow",
-]
 
 LEAN_MIDDLEWARE = "files_app.middleware.FileServingMiddleware"
 _STOCK_NAMES = ("download", "share")

@@ -46,7 +46,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import InterfaceError, OperationalError
 from django.urls import set_script_prefix
 
-__all__ = ["ASGIBodyStream", "StreamingASGIHandler", "get_asgi_application", "supported"]
+__all__ = ["get_asgi_application"]
 
 logger = logging.getLogger("files_app")
 
@@ -183,16 +183,16 @@ class StreamingASGIHandler(ASGIHandler):
         await super().handle(scope, channel, send)
 
     async def serve_file(self, scope: dict[str, Any], receive: Receive, send: Any) -> bool:
-        """Answer a request of files_app.serving's lean path before Django's handler, on
+        """Answer a request of files_app.fastpath's lean path before Django's handler, on
         the event loop; return False if the request is not one (Django answers it).
 
         On with :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``.
         """
-        from files_app import alo, serving
+        from files_app import fastpath, largeobjects_async
         from files_app.middleware import serve_from_event_loop
 
         method = scope.get("method", "")
-        if method not in ("GET", "HEAD") or not alo.available():
+        if method not in ("GET", "HEAD") or not largeobjects_async.available():
             # Without the async pool (psycopg2, or no psycopg-pool), the middleware serves
             # the lean path inside Django's handler, whose request signals look after the
             # worker thread's database connection.
@@ -203,15 +203,15 @@ class StreamingASGIHandler(ASGIHandler):
         path_info = path.removeprefix(script_name) if script_name else path
         headers = _scope_headers(scope)
         server = scope.get("server") or ("unknown", 0)
-        host = serving.request_host(headers.get, f"{server[0]}:{server[1]}")
-        secure = serving.request_is_secure(headers.get, scope.get("scheme", "http"))
-        target = serving.find_target(path_info or "/", host, secure, before_django=True)
+        host = fastpath.request_host(headers.get, f"{server[0]}:{server[1]}")
+        secure = fastpath.request_is_secure(headers.get, scope.get("scheme", "http"))
+        target = fastpath.find_target(path_info or "/", host, secure, before_django=True)
         if target is None:
             return False
         try:
             answer = await serve_from_event_loop(method, headers.get, target)
         except (OperationalError, InterfaceError) as exc:
-            answer = serving.unavailable(method, path, exc, target)
+            answer = fastpath.unavailable(method, path, exc, target)
         if answer is None:
             return False
         await send(

@@ -5,6 +5,8 @@ files that is what an admin page spends its time on (bench/catalogue.py). Here a
 the planner expects to be small is counted exactly; a large one is estimated from a fixed-size
 sample of the table's pages, and the distinct values of an indexed column are found with
 one index probe per value (PostgreSQL's "loose index scan").
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from typing import Any
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import Count, Field, Model, QuerySet, Sum
-
-__all__ = ["EXACT_UP_TO", "SAMPLE_ROWS", "Totals", "distinct_values", "totals"]
 
 # Selections the planner expects to have at most this many rows are counted exactly.
 EXACT_UP_TO = 10_000

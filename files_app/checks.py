@@ -1,5 +1,8 @@
 """System checks of files_app: settings (E0xx) and databases (E2xx, tagged "database");
-fields check themselves (E1xx). FilesAppConfig.ready() registers them."""
+fields check themselves (E1xx). FilesAppConfig.ready() registers them.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,6 @@ from django.core import checks
 from django.db import connections
 
 from files_app.conf import app_settings
-
-__all__ = ["check_database", "check_settings"]
 
 
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:

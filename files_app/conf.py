@@ -1,12 +1,13 @@
-"""Typed, lazily read settings of files_app (``FILES_APP_*``), with their defaults."""
+"""Typed, lazily read settings of files_app (``FILES_APP_*``), with their defaults.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-
-__all__ = ["app_settings"]
 
 MiB = 1024 * 1024
 

@@ -10,6 +10,8 @@ This subclasses private methods of ``CsrfViewMiddleware`` (``_check_token``, ``_
 ``_get_secret``). Where a Django version lacks them, :func:`reject_before_body` checks
 nothing, and the full check after the body still refuses the request;
 tests/reliability/test_admin_uploads.py fails if that happens.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from django.middleware.csrf import (
     InvalidTokenFormat,
     RejectRequest,
 )
-
-__all__ = ["reject_before_body", "supported"]
 
 _PRIVATE = ("_check_token", "_accept", "_get_secret", "process_view")
 

@@ -1,4 +1,7 @@
-"""What a stored file's row records about its bytes: size, SHA-256 and the first bytes."""
+"""What a stored file's row records about its bytes: size, SHA-256 and the first bytes.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from files_app.sniff import SNIFF_BYTES
-
-__all__ = ["Digest", "Hasher", "ResumableSHA256", "digest_chunks"]
 
 logger = logging.getLogger("files_app")
 

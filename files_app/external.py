@@ -5,6 +5,8 @@ ranged reads in constant memory, for the views, the commands and the move itself
 into a temporary file on its first read. On an ``S3Storage`` each run of consecutive reads
 is one ``GET`` with a ``Range`` header, read as it arrives; any other storage must open its
 files seekable (``FileSystemStorage`` does), and is read by ``seek()`` and ``read()``.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -30,15 +32,6 @@ if TYPE_CHECKING:
     _BytesFile = File[bytes]
 else:
     _BytesFile = File
-
-__all__ = [
-    "ExternalFile",
-    "ExternalIO",
-    "StorageUnavailable",
-    "get_storage",
-    "is_s3",
-    "reader",
-]
 
 logger = logging.getLogger("files_app")
 

@@ -16,7 +16,7 @@ from django.db.models.fields.files import FieldFile
 from files_app.digests import Digest, Hasher
 from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, oid_from_name
 
-__all__ = ["HashingReader", "LargeObjectField", "LargeObjectFieldFile", "WrittenObject"]
+__all__ = ["LargeObjectField", "LargeObjectFieldFile"]
 
 
 class HashingReader(File):  # type: ignore[type-arg]

@@ -3,6 +3,8 @@ in the same statement as the row (the lean path's lookup, and the views' queryse
 
 Below the views and the lean path, which both use it: it knows no HTTP beyond the request
 headers that decide the guess, and no Django: the callers give it their columns.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -10,14 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from files_app import ranges
-
-__all__ = [
-    "Headers",
-    "first_read_guess",
-    "first_read_offset",
-    "first_read_params",
-    "first_read_sql",
-]
 
 Headers = Callable[[str], str | None]
 CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")

@@ -1,6 +1,9 @@
 """Inventory and maintenance of large objects: the unlink trigger and the queue a big delete
 leaves, the sweeper's queries, counts and disk usage. (Reading and writing objects is
-files_app.lo's, through the storage.)"""
+files_app.largeobjects's, through the storage.)
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -13,24 +16,8 @@ from django.apps import apps
 from django.db import connections, models, router, transaction
 from django.db.models.deletion import Collector
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.references import reference_columns
-
-__all__ = [
-    "BATCH",
-    "IMMEDIATE_UNLINKS",
-    "LargeObjectQuerySet",
-    "count",
-    "describe",
-    "disk_usage",
-    "drain",
-    "drain_after_commit",
-    "ensure_reference_function",
-    "install_reference_function",
-    "install_unlink_trigger",
-    "raw_delete_supported",
-    "unreferenced",
-]
 
 _M = TypeVar("_M", bound=models.Model)
 
@@ -39,12 +26,12 @@ _M = TypeVar("_M", bound=models.Model)
 PENDING_UNLINK_TABLE = "files_app_pendingunlink"
 
 # Unlinks per transaction: each holds a lock until commit (see IMMEDIATE_UNLINKS).
-BATCH = 500
+UNLINK_BATCH = 500
 
 
-def drain_after_commit(using: str) -> None:
+def drain_unlinks_after_commit(using: str) -> None:
     """Drain the queue once the current transaction commits (at once in autocommit)."""
-    transaction.on_commit(lambda: drain(using), using=using)
+    transaction.on_commit(lambda: drain_unlinks(using), using=using)
 
 
 @functools.cache
@@ -105,10 +92,10 @@ class LargeObjectQuerySet(models.QuerySet[_M]):
 
     def _drain_after_commit(self, using: str) -> None:
         """What deletes queue is freed after commit: subclasses with more queues add theirs."""
-        drain_after_commit(using)
+        drain_unlinks_after_commit(using)
 
 
-def drain(using: str, *, batch: int = BATCH) -> int:
+def drain_unlinks(using: str, *, batch: int = UNLINK_BATCH) -> int:
     """Unlink the queued large objects that nothing references any more; return how many.
 
     Runs in transactions of ``batch`` unlinks. An object that a row references again (an
@@ -144,8 +131,8 @@ def count(using: str, *, owned: bool = False) -> int:
     sql = "SELECT count(*) FROM pg_catalog.pg_largeobject_metadata m"
     if owned:
         sql += f" {TAGGED}"
-    with lo.cursor(using) as cursor:
-        cursor.execute(sql, [f"{lo.OWNER_TAG} %"] if owned else [])
+    with largeobjects.cursor(using) as cursor:
+        cursor.execute(sql, [f"{largeobjects.OWNER_TAG} %"] if owned else [])
         return int(cursor.fetchone()[0])
 
 
@@ -176,7 +163,7 @@ BEGIN
     END IF;
     -- An AFTER trigger sees the whole statement's changes: another row, of this table or
     -- of any other reference column, may still use it (a shared, deduplicated object).
-    still_used := {lo.REFERENCED_FUNCTION}(old_oid);
+    still_used := {largeobjects.REFERENCED_FUNCTION}(old_oid);
     -- Tolerant, unlike the lo extension's lo_manage: the object may already be gone.
     IF still_used OR NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = old_oid
@@ -201,7 +188,7 @@ def install_unlink_trigger(table: str, column: str, using: str) -> None:
     connection = connections[using]
     qn = connection.ops.quote_name
     trigger = qn(f"files_app_unlink_{column}"[:63])
-    with lo.cursor(using) as cursor:
+    with largeobjects.cursor(using) as cursor:
         cursor.execute(UNLINK_FUNCTION)
         cursor.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {qn(table)}")
         cursor.execute(
@@ -236,10 +223,10 @@ def install_reference_function(using: str) -> None:
         table = qn(Upload._meta.db_table)
         tests.append(f"EXISTS (SELECT 1 FROM {table} r WHERE r.oid = target::int8)")
     body = "\n    OR ".join(tests) or "false"
-    with lo.cursor(using) as cursor:
+    with largeobjects.cursor(using) as cursor:
         # Index probes whatever the statistics say (see UNLINK_FUNCTION).
         cursor.execute(
-            f"CREATE OR REPLACE FUNCTION {lo.REFERENCED_FUNCTION}(target oid) "
+            f"CREATE OR REPLACE FUNCTION {largeobjects.REFERENCED_FUNCTION}(target oid) "
             "RETURNS boolean LANGUAGE sql SET enable_seqscan = off "
             f"AS $$ SELECT {body} $$"
         )
@@ -247,7 +234,7 @@ def install_reference_function(using: str) -> None:
 
 def ensure_reference_function(using: str) -> None:
     """Install ``files_app_lo_referenced`` on ``using`` unless it is there already."""
-    if lo.referenced_function(using) is None:
+    if largeobjects.referenced_function(using) is None:
         install_reference_function(using)
 
 
@@ -276,7 +263,7 @@ def _not_referenced(using: str, oid: str) -> tuple[str, list[str]]:
     ensure_reference_function(using)
     qn = connections[using].ops.quote_name
     _, name_columns = reference_columns(using)
-    where = f" AND NOT {lo.REFERENCED_FUNCTION}({oid})"
+    where = f" AND NOT {largeobjects.REFERENCED_FUNCTION}({oid})"
     for table, column in name_columns:
         where += (
             f" AND NOT EXISTS (SELECT 1 FROM {qn(table)} r WHERE r.{qn(column)} <> '' AND "
@@ -292,7 +279,7 @@ def unreferenced(
 
     What references them is every column :func:`reference_columns` finds. With
     ``unadopted_only``, only the objects of uploads that no save adopted
-    (``lo.UNADOPTED``): what files_app knows is garbage. Without it, also objects that
+    (``largeobjects.UNADOPTED``): what files_app knows is garbage. Without it, also objects that
     ``Storage.save()`` handed out and that no column of this database names — which other
     apps may still keep by name (thumbnail caches): the caller must have said so.
 
@@ -303,7 +290,11 @@ def unreferenced(
     """
     window = window or WINDOW
     where, unused_params = _not_referenced(using, "m.oid")
-    tag = f"{lo.OWNER_TAG} % {lo.UNADOPTED}" if unadopted_only else f"{lo.OWNER_TAG} %"
+    tag = (
+        f"{largeobjects.OWNER_TAG} % {largeobjects.UNADOPTED}"
+        if unadopted_only
+        else f"{largeobjects.OWNER_TAG} %"
+    )
     params: list[Any] = [tag, grace, *unused_params]
     # The window is materialized: its objects are found by the OID index alone, then
     # filtered with one index probe per reference column (tests: tests/test_sweep.py;
@@ -313,14 +304,14 @@ def unreferenced(
         "WHERE oid > %s::oid ORDER BY oid LIMIT %s) "
         "SELECT (SELECT max(oid) FROM w), array("
         f"SELECT m.oid FROM w m {TAGGED} "
-        # The database's clock on both sides (see lo.create()).
+        # The database's clock on both sides (see largeobjects.create()).
         "WHERE substring(d.description FROM 'created=([0-9.]+)')::float8 "
         f"<= extract(epoch FROM statement_timestamp())::float8 - %s{where} "
         "ORDER BY m.oid)"
     )
     after = 0
     while True:
-        with lo.cursor(using) as cursor:
+        with largeobjects.cursor(using) as cursor:
             cursor.execute(sql, [after, window, *params])
             last, found = cursor.fetchone()
         if last is None:
@@ -333,9 +324,9 @@ def unreferenced(
 def describe(oids: list[int], using: str) -> list[tuple[int, int, float | None]]:
     """Return each existing object of ``oids``: its OID, size and creation time (Unix time,
     None if files_app did not tag it), in OID order."""
-    with lo.cursor(using) as cursor:
+    with largeobjects.cursor(using) as cursor:
         cursor.execute(
-            f"SELECT m.oid, {lo.size_sql('m.oid')}, substring(obj_description(m.oid, "
+            f"SELECT m.oid, {largeobjects.size_sql('m.oid')}, substring(obj_description(m.oid, "
             "'pg_largeobject') FROM 'created=([0-9.]+)')::float8 "
             "FROM unnest(%s::oid[]) AS q(oid) "
             "JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = q.oid ORDER BY m.oid",
@@ -348,6 +339,6 @@ def disk_usage(using: str) -> int:
     """Return the bytes that ``pg_largeobject`` (with its index) takes on disk."""
     # Any role may ask for a relation's size, though pg_largeobject itself is unreadable
     # to ordinary roles. It holds every large object of the database, whoever made it.
-    with lo.cursor(using) as cursor:
+    with largeobjects.cursor(using) as cursor:
         cursor.execute("SELECT pg_total_relation_size('pg_catalog.pg_largeobject')")
         return int(cursor.fetchone()[0])

@@ -3,20 +3,14 @@
 A content type is stored and served only in its normalised form, and whether a browser may
 show a file inline is decided on the parsed type, never by matching the raw string: a
 ``text/html ; charset=utf-8`` is HTML however it is spelled.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-__all__ = [
-    "MAX_LENGTH",
-    "MediaType",
-    "is_passive",
-    "normalize",
-    "parse",
-]
 
 MAX_LENGTH = 255
 

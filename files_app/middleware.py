@@ -12,11 +12,11 @@ from django.core.exceptions import DisallowedHost
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from files_app import serving
+from files_app import fastpath
 from files_app.firstread import Headers
 from files_app.outage import RETRY_AFTER, unavailable
 
-__all__ = ["DatabaseUnavailableMiddleware", "FileServingMiddleware", "unavailable"]
+__all__ = ["DatabaseUnavailableMiddleware", "FileServingMiddleware"]
 
 logger = logging.getLogger("files_app")
 
@@ -44,7 +44,7 @@ class FileServingMiddleware:
     In the manner of whitenoise's ``WhiteNoiseMiddleware``: put it right after
     ``SecurityMiddleware``. A GET or HEAD of files_app's download or share URL, routed to
     the very view files_app.urls holds, is answered here with one query and the same
-    status, headers and bytes as the view (files_app.serving says what it leaves to the
+    status, headers and bytes as the view (files_app.fastpath says what it leaves to the
     view: private files, expired links, a view the host decorated, and the rest). The
     middleware after it does not run for those responses; the headers of Django's security
     middleware (``SecurityMiddleware``, ``XFrameOptionsMiddleware``, Django 6's
@@ -73,7 +73,7 @@ class FileServingMiddleware:
         if target is None:
             return self.get_response(request)
         try:
-            answer = serving.serve(str(request.method), _header_getter(request), target)
+            answer = fastpath.serve(str(request.method), _header_getter(request), target)
         except (OperationalError, InterfaceError) as exc:
             return self._unavailable(request, exc, target)
         if answer is None:
@@ -95,10 +95,10 @@ class FileServingMiddleware:
         return _response(answer, request)
 
     @staticmethod
-    def _target(request: HttpRequest) -> serving.Target | None:
+    def _target(request: HttpRequest) -> fastpath.Target | None:
         if request.method not in ("GET", "HEAD"):
             return None
-        return serving.find_target(
+        return fastpath.find_target(
             request.path_info,
             _host(request),
             request.is_secure(),
@@ -106,27 +106,27 @@ class FileServingMiddleware:
         )
 
     def _unavailable(
-        self, request: HttpRequest, exc: Exception, target: serving.Target
+        self, request: HttpRequest, exc: Exception, target: fastpath.Target
     ) -> HttpResponseBase:
-        answer = serving.unavailable(
+        answer = fastpath.unavailable(
             str(request.method), request.path, exc, target, self.retry_after
         )
         return _response(answer, request)
 
 
-async def serve_from_event_loop(method: str, header: Headers, target: serving.Target) -> Any:
+async def serve_from_event_loop(method: str, header: Headers, target: fastpath.Target) -> Any:
     """Serve on the event loop with the async pool, or else in a worker thread."""
-    from files_app import alo
+    from files_app import largeobjects_async
 
-    if alo.available():
-        return await serving.aserve(method, header, target)
+    if largeobjects_async.available():
+        return await fastpath.aserve(method, header, target)
     # psycopg2, or no psycopg-pool: Django's connection in a worker thread.
-    return await sync_to_async(serving.serve, thread_sensitive=True)(
+    return await sync_to_async(fastpath.serve, thread_sensitive=True)(
         method, header, target, asgi=True
     )
 
 
-def _response(answer: serving.Answer, request: HttpRequest) -> HttpResponseBase:
+def _response(answer: fastpath.Answer, request: HttpRequest) -> HttpResponseBase:
     """Return the Django response the view would have made for ``answer``."""
     from files_app.views import file_response
 

@@ -19,26 +19,17 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.urls import reverse
 
-from files_app import external, firstread, lo, mediatypes, references, responder
+from files_app import external, firstread, largeobjects, mediatypes, references, responder
 from files_app.conf import app_settings
 from files_app.digests import Digest, digest_chunks
-from files_app.fields import HashingReader, LargeObjectField, WrittenObject
+from files_app.fields import LargeObjectField, WrittenObject
 from files_app.maintenance import LargeObjectQuerySet
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
 
 logger = logging.getLogger("files_app")
 
-__all__ = [
-    "HashingReader",
-    "PendingRemoval",
-    "PendingUnlink",
-    "StoredFile",
-    "StoredFileQuerySet",
-    "Upload",
-    "drain_removals",
-    "validate_content_type",
-]
+__all__ = ["StoredFile", "StoredFileQuerySet", "Upload"]
 
 
 NAME_LENGTH = 255
@@ -150,7 +141,9 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
             f"EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = {file})"
         )
         return self.annotate(
-            files_app_actual_size=RawSQL(f"CASE WHEN {exists} THEN {lo.size_sql(file)} END", []),
+            files_app_actual_size=RawSQL(
+                f"CASE WHEN {exists} THEN {largeobjects.size_sql(file)} END", []
+            ),
             files_app_first_read=RawSQL(
                 f"CASE WHEN {exists} THEN {firstread.first_read_sql(file, size)} END",
                 firstread.first_read_params(guess),
@@ -338,7 +331,7 @@ class StoredFile(models.Model):
         """Return the rule of who may download what, as a filter: public files to anyone,
         private ones to their owner and to users with ``files_app.view_storedfile``.
 
-        ``user`` None stands for anyone at all: the lean path (files_app.serving), which
+        ``user`` None stands for anyone at all: the lean path (files_app.fastpath), which
         knows no user, serves only what this allows then, compiled into its own query, and
         hands every other request to the views, which apply it with the request's user.
         """
@@ -455,7 +448,7 @@ class StoredFile(models.Model):
         if row is None:
             return oid
         twin = int(row[0])
-        lo.unlink(oid, using)  # written by this save: nothing else has it
+        largeobjects.unlink(oid, using)  # written by this save: nothing else has it
         self.file = str(twin)
         self.file.written = WrittenObject(twin, written.digest, written.name)
         return twin
@@ -556,7 +549,7 @@ class PendingRemoval(models.Model):
 
 class PendingUnlink(models.Model):
     """A large object whose last row was deleted by a statement that freed many: it is
-    unlinked after that transaction commits (see :func:`files_app.maintenance.drain`).
+    unlinked after that transaction commits (see :func:`files_app.maintenance.drain_unlinks`).
     """
 
     # Not an ``oid`` column: vacuumlo and pg_dump would take it for a reference.

@@ -2,6 +2,8 @@
 storage holding a moved file: a short plain-text 503 with ``Retry-After``, logged once.
 
 The views, the middleware and the lean path's WSGI and ASGI entry points all answer with it.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import logging
 
 from django.http import HttpResponse
-
-__all__ = ["RETRY_AFTER", "unavailable"]
 
 logger = logging.getLogger("files_app")
 

@@ -9,13 +9,13 @@ Sync without waiting for the results (``Pipeline.sync()`` waits), so this uses
 :func:`supported` is False, :func:`connection_for` returns None, and files_app sends one
 statement at a time through Django's cursors instead; tests/test_pipeline.py fails loudly
 when a psycopg upgrade takes them away.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-__all__ = ["PRIVATE_API", "connection_for", "end_statement", "supported"]
 
 PRIVATE_API = ("_enqueue_sync", "_communicate_gen")
 

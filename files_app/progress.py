@@ -1,4 +1,7 @@
-"""Progress and sizes for the management commands: a bar on a terminal, plain lines elsewhere."""
+"""Progress and sizes for the management commands: a bar on a terminal, plain lines elsewhere.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import time
 from collections.abc import Callable
 
 from django.core.management.base import OutputWrapper
-
-__all__ = ["Progress", "format_size"]
 
 UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
 BAR_WIDTH = 24

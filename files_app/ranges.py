@@ -2,6 +2,8 @@
 
 Pure standard library, no Django. Ranges are half-open (``start`` inclusive, ``stop``
 exclusive) internally; the inclusive ``first-last`` form only appears on the wire.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -14,22 +16,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-__all__ = [
-    "COALESCE_GAP",
-    "ByteRange",
-    "MultipartPart",
-    "RangeDecision",
-    "RangeResult",
-    "if_range_allows_partial",
-    "multipart_boundary",
-    "multipart_content_type",
-    "multipart_plan",
-    "parse_http_date",
-    "parse_range_header",
-    "resolve_ranges",
-    "unsatisfied_content_range",
-]
 
 # Ranges separated by fewer than this many bytes are merged into one (RFC 9110 §15.3.7.2
 # allows coalescing). Roughly the overhead of one multipart part header, so sending the gap

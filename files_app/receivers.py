@@ -1,4 +1,7 @@
-"""Signal receivers: keep the unlink triggers in place after every migrate."""
+"""Signal receivers: keep the unlink triggers in place after every migrate.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from django.dispatch import receiver
 
 from files_app import maintenance
 from files_app.fields import LargeObjectField
-
-__all__ = ["install_unlink_triggers"]
 
 
 @receiver(post_migrate, dispatch_uid="files_app.install_unlink_triggers")

@@ -1,5 +1,8 @@
 """Columns: those that reference large objects (the sweeper's map of what is in use), and a
-model field's quoted column for hand-written SQL."""
+model field's quoted column for hand-written SQL.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from django.db.models import Field, FileField, Model
 
 from files_app.fields import LargeObjectField
 from files_app.storage import LargeObjectStorage
-
-__all__ = ["column", "reference_columns"]
 
 
 def reference_columns(using: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

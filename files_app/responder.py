@@ -5,6 +5,8 @@ preconditions (RFC 9110 §13.2.2), If-Range, ranges, the multipart layout, statu
 the byte plan — from the method, the request's headers and the file's metadata, and reads
 no byte itself. It imports nothing from Django: the views are thin adapters over it, and
 the storage streams the plan it returns.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -16,17 +18,6 @@ from email.utils import formatdate
 from urllib.parse import quote
 
 from files_app import mediatypes, ranges
-
-__all__ = [
-    "DEFAULT_CONTENT_TYPE",
-    "FileInfo",
-    "Plan",
-    "Segment",
-    "content_disposition",
-    "http_date",
-    "literal_bytes",
-    "plan_response",
-]
 
 Segment = bytes | ranges.ByteRange
 Headers = Callable[[str], str | None]

@@ -14,7 +14,7 @@ from enum import Enum
 from django.core import signing
 from django.urls import reverse
 
-__all__ = ["LinkState", "make_share_url", "read_share_token"]
+__all__ = ["make_share_url"]
 
 SALT = "files_app.share"
 

@@ -1,4 +1,7 @@
-"""Work out a file's content type from what was declared, its first bytes and its name."""
+"""Work out a file's content type from what was declared, its first bytes and its name.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import mimetypes
 import filetype
 
 from files_app import mediatypes
-
-__all__ = ["GENERIC_TYPES", "SNIFF_BYTES", "content_type_for"]
 
 SNIFF_BYTES = 8192
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})

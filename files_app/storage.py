@@ -22,21 +22,12 @@ from django.utils.encoding import filepath_to_uri
 from storages.base import BaseStorage
 from storages.utils import clean_name, get_available_overwrite_name
 
-from files_app import lo, streaming
+from files_app import largeobjects, streaming
 from files_app.conf import app_settings
 from files_app.digests import Digest
 from files_app.responder import Segment
 
-__all__ = [
-    "LargeObjectFile",
-    "LargeObjectIO",
-    "LargeObjectStorage",
-    "LargeObjectUploadedFile",
-    "LargeObjectWriter",
-    "SizeMismatch",
-    "oid_from_name",
-    "unsign_oid",
-]
+__all__ = ["LargeObjectFile", "LargeObjectStorage", "LargeObjectUploadedFile"]
 
 if TYPE_CHECKING:
     _BytesFile = File[bytes]
@@ -95,7 +86,7 @@ class LargeObjectIO(io.RawIOBase):
     @property
     def size(self) -> int:
         if self._size is None:
-            self._size = lo.size(self.oid, self.using)
+            self._size = largeobjects.size(self.oid, self.using)
             self._size_checked = True
         return self._size
 
@@ -110,7 +101,9 @@ class LargeObjectIO(io.RawIOBase):
             return data
         if self._size_checked or self._size is None:
             return self.read_at(offset, length)
-        data, actual = lo.read_with_size(self.oid, offset, min(length, 2**31 - 1), self.using)
+        data, actual = largeobjects.read_with_size(
+            self.oid, offset, min(length, 2**31 - 1), self.using
+        )
         self._check(actual)
         return data
 
@@ -118,7 +111,7 @@ class LargeObjectIO(io.RawIOBase):
         """Raise SizeMismatch if the object's size is not the one given."""
         if not self._size_checked and self._size is not None:
             actual = self._actual
-            self._check(lo.size(self.oid, self.using) if actual is None else actual)
+            self._check(largeobjects.size(self.oid, self.using) if actual is None else actual)
 
     def _check(self, actual: int) -> None:
         self._size_checked = True
@@ -155,11 +148,12 @@ class LargeObjectIO(io.RawIOBase):
         """Return up to ``length`` bytes from ``offset`` without moving the position."""
         if length <= 0:
             return b""
-        return lo.read(self.oid, offset, min(length, 2**31 - 1), self.using)
+        return largeobjects.read(self.oid, offset, min(length, 2**31 - 1), self.using)
 
     def read_pieces(self, pieces: Iterable[tuple[int, int]]) -> Generator[bytes, None, None]:
-        """Yield the bytes of each ``(offset, length)`` piece, reading ahead (lo.read_pieces)."""
-        return lo.read_pieces(self.oid, pieces, self.using)
+        """Yield the bytes of each ``(offset, length)`` piece, reading ahead
+        (largeobjects.read_pieces)."""
+        return largeobjects.read_pieces(self.oid, pieces, self.using)
 
     def stream(
         self, segments: Sequence[Segment], chunk: int, first: bytes
@@ -173,14 +167,14 @@ class LargeObjectIO(io.RawIOBase):
         """:meth:`stream` for ASGI, an async iterator.
 
         With psycopg 3 and psycopg-pool, the reads run on the event loop through
-        :mod:`files_app.alo`'s pool: no thread at all. Otherwise (psycopg2, or inside a
-        transaction, whose uncommitted objects only its own connection sees) each read is
-        handed to the request's thread.
+        :mod:`files_app.largeobjects_async`'s pool: no thread at all. Otherwise (psycopg2, or
+        inside a transaction, whose uncommitted objects only its own connection sees) each
+        read is handed to the request's thread.
         """
-        from files_app import alo
+        from files_app import largeobjects_async
 
-        if alo.available() and not connections[self.using].in_atomic_block:
-            reads = functools.partial(alo.read_pieces, self.oid, using=self.using)
+        if largeobjects_async.available() and not connections[self.using].in_atomic_block:
+            reads = functools.partial(largeobjects_async.read_pieces, self.oid, using=self.using)
             return streaming.astream_async(reads, segments, chunk, first)
         return streaming.astream(self.read_pieces, segments, chunk, first)
 
@@ -267,8 +261,8 @@ class LargeObjectWriter:
 
     def __init__(self, using: str, *, unadopted: bool = False) -> None:
         self.using = using
-        self.oid = lo.create(using, unadopted=unadopted)
-        self._writer = lo.Writer(self.oid, using)
+        self.oid = largeobjects.create(using, unadopted=unadopted)
+        self._writer = largeobjects.Writer(self.oid, using)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         self._writer.write(offset, data)
@@ -282,7 +276,7 @@ class LargeObjectWriter:
         aborted transaction would only raise over the error that aborted it."""
         self._writer.abort()
         if unlink:
-            lo.unlink(self.oid, self.using)
+            largeobjects.unlink(self.oid, self.using)
 
 
 class LargeObjectUploadedFile(UploadedFile):
@@ -333,7 +327,7 @@ class LargeObjectUploadedFile(UploadedFile):
 
     def adopt(self) -> None:
         """Keep the object: a row references it now (its mark goes in this transaction)."""
-        lo.adopt(self.oid, self.using)
+        largeobjects.adopt(self.oid, self.using)
 
     def close(self) -> None:
         self._opened.close()
@@ -344,7 +338,7 @@ class LargeObjectUploadedFile(UploadedFile):
             return  # no statement runs in a broken transaction: the sweeper frees it
         # Nothing adopted it (a form error, a rolled-back save): do not leave an orphan.
         with suppress(DatabaseError):  # the database is gone: the sweeper frees it later
-            lo.unlink_unadopted(self.oid, self.using)
+            largeobjects.unlink_unadopted(self.oid, self.using)
 
 
 @deconstructible(path="files_app.storage.LargeObjectStorage")
@@ -387,7 +381,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 "to change a file, save a new one."
             )
         oid = self._oid(name)
-        if not lo.exists(oid, self.using):
+        if not largeobjects.exists(oid, self.using):
             raise FileNotFoundError(f"Large object {oid} ({name!r}) does not exist.")
         return LargeObjectFile(name, oid, self)
 
@@ -424,16 +418,16 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
     def create_object(self) -> int:
         """Create an empty large object for bytes that arrive over several requests (a
         resumable upload) and return its OID."""
-        return lo.create(self.using)
+        return largeobjects.create(self.using)
 
     def write_object(self, oid: int, offset: int, data: bytes | memoryview) -> None:
         """Write ``data`` at ``offset`` of the object :meth:`create_object` made."""
-        lo.write(oid, offset, data, self.using)
+        largeobjects.write(oid, offset, data, self.using)
 
     def unlink_objects(self, oids: list[int]) -> int:
         """Unlink objects :meth:`create_object` made that no row ever adopted (unfinished
         uploads), in one statement; return how many were still there."""
-        return lo.unlink_many(oids, self.using)[0]
+        return largeobjects.unlink_many(oids, self.using)[0]
 
     def _chunks(self, content: Any) -> Iterator[bytes | str]:
         # Storage.save() wraps file-likes in File; _save() may also be called directly.
@@ -458,14 +452,14 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         """
         oid = oid_from_name(name)
         if oid is not None:
-            lo.unlink_unreferenced(oid, self.using)
+            largeobjects.unlink_unreferenced(oid, self.using)
 
     def exists(self, name: str) -> bool:
         oid = oid_from_name(name)
-        return oid is not None and lo.exists(oid, self.using)
+        return oid is not None and largeobjects.exists(oid, self.using)
 
     def size(self, name: str) -> int:
-        return lo.size(self._oid(name), self.using)
+        return largeobjects.size(self._oid(name), self.using)
 
     def url(self, name: str | None) -> str:
         """Return a signed URL that serves the object (OIDs alone are guessable)."""
@@ -479,7 +473,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         )
 
     def get_created_time(self, name: str) -> datetime:
-        created = lo.created_at(self._oid(name), self.using)
+        created = largeobjects.created_at(self._oid(name), self.using)
         if created is None:
             raise NotImplementedError(f"Large object {name!r} was not created by files_app.")
         return datetime.fromtimestamp(created, tz=UTC)

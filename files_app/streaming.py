@@ -3,6 +3,8 @@ large object in chunks, the next read already running while a chunk goes out.
 
 Below the views: they hand a plan and a reader (``LargeObjectIO.read_pieces``) over, and
 send what comes back. A body is planned lazily, so nothing here grows with the file's size.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from contextlib import suppress
 from asgiref.sync import sync_to_async
 
 from files_app.responder import Segment
-
-__all__ = ["astream", "astream_async", "body_reads", "empty", "stream"]
 
 ReadPieces = Callable[[Iterable[tuple[int, int]]], Generator[bytes, None, None]]
 AsyncReadPieces = Callable[[Iterable[tuple[int, int]]], AsyncIterator[bytes]]
@@ -128,8 +128,8 @@ async def _close(rest: Generator[bytes, None, None]) -> None:
 async def astream_async(
     read_pieces: AsyncReadPieces, segments: Sequence[Segment], chunk: int, first: bytes
 ) -> AsyncIterator[bytes]:
-    """:func:`stream` with async reads (files_app.alo): no thread at all. ``read_pieces``
-    starts the next read before it hands a piece over."""
+    """:func:`stream` with async reads (files_app.largeobjects_async): no thread at all.
+    ``read_pieces`` starts the next read before it hands a piece over."""
     rest = read_pieces(itertools.islice(body_reads(segments, chunk), 1, None))
     done = 0
     try:

@@ -56,7 +56,7 @@ from files_app.models import StoredFile, Upload, _upload_name
 from files_app.sniff import SNIFF_BYTES
 from files_app.storage import LargeObjectStorage
 
-__all__ = ["TUS_VERSION", "UploadView", "delete_expired", "parse_metadata"]
+__all__ = ["UploadView"]
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"

@@ -21,7 +21,7 @@ from files_app.conf import app_settings
 from files_app.digests import Hasher
 from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, LargeObjectWriter
 
-__all__ = ["LargeObjectUploadHandler", "LargeObjectUploadedFile", "UploadTooLarge"]
+__all__ = ["LargeObjectUploadHandler", "UploadTooLarge"]
 
 
 class UploadTooLarge(Exception):

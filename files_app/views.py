@@ -30,7 +30,7 @@ from files_app.external import ExternalFile, StorageUnavailable
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile, StoredFileQuerySet
 from files_app.outage import unavailable
-from files_app.responder import FileInfo, Segment, content_disposition
+from files_app.responder import FileInfo, Segment
 from files_app.sharing import LinkState, read_share_token
 from files_app.storage import (
     LargeObjectFile,
@@ -47,7 +47,6 @@ __all__ = [
     "SharedFileView",
     "StorageFileView",
     "StoredFileView",
-    "content_disposition",
     "file_response",
 ]
 

@@ -1,7 +1,7 @@
 """A WSGI handler that answers public files and share links before Django's handler.
 
 With :class:`files_app.middleware.FileServingMiddleware` in ``MIDDLEWARE``, the requests
-of files_app.serving's lean path are answered here, without building a Django request,
+of files_app.fastpath's lean path are answered here, without building a Django request,
 sending the request signals or running any middleware (so only while the middleware ahead
 of FileServingMiddleware are ones the lean path stands in for, such as
 ``SecurityMiddleware``); everything else goes to Django's
@@ -28,9 +28,9 @@ from django.core.handlers.wsgi import WSGIHandler, get_path_info, get_script_nam
 from django.db import InterfaceError, OperationalError, connections
 from django.urls import set_script_prefix
 
-from files_app import serving
+from files_app import fastpath
 
-__all__ = ["FilesWSGIHandler", "get_wsgi_application"]
+__all__ = ["get_wsgi_application"]
 
 logger = logging.getLogger("files_app")
 
@@ -62,10 +62,10 @@ class FilesWSGIHandler(WSGIHandler):
 
         scheme = str(environ.get("wsgi.url_scheme", "http"))
         server = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-        target = serving.find_target(
+        target = fastpath.find_target(
             get_path_info(environ) or "/",
-            serving.request_host(header, server),
-            serving.request_is_secure(header, scheme),
+            fastpath.request_host(header, server),
+            fastpath.request_is_secure(header, scheme),
             before_django=True,
         )
         if target is None:
@@ -74,14 +74,14 @@ class FilesWSGIHandler(WSGIHandler):
         # What Django's request_started and request_finished signals do for a connection.
         connection.close_if_unusable_or_obsolete()
         try:
-            answer = serving.serve(method, header, target)
+            answer = fastpath.serve(method, header, target)
         except (OperationalError, InterfaceError) as exc:
             from files_app.outage import RETRY_AFTER, unavailable
 
             connection.close_if_unusable_or_obsolete()
             path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
             response = unavailable(method, path, exc, RETRY_AFTER)
-            answer = serving.Answer(503, list(response.items()), [response.content])
+            answer = fastpath.Answer(503, list(response.items()), [response.content])
             answer.add_absent(target.headers)
         if answer is None:
             return None

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from files_app import lo, maintenance
+from files_app import largeobjects, maintenance
 
 if TYPE_CHECKING:
     from files_app.models import StoredFile
@@ -97,7 +97,7 @@ def _no_orphaned_large_objects(request: pytest.FixtureRequest) -> Iterator[None]
     request.getfixturevalue("transactional_db")
     with django_db_blocker.unblock():
         for oid in _unreferenced():
-            lo.unlink(oid, "default")
+            largeobjects.unlink(oid, "default")
     yield
     with django_db_blocker.unblock():
         leftover = _unreferenced()

@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 from django.http import StreamingHttpResponse
 from django.test import AsyncClient, Client
 
-from files_app import alo
+from files_app import largeobjects_async
 from files_app.asgi import StreamingASGIHandler
 from files_app.wsgi import FilesWSGIHandler
 from tests.rangecases import Headers
@@ -147,7 +147,7 @@ def fetch_all(entry: str, requests: Sequence[Request], *, secure: bool = False) 
             assert entry == "async-client", entry
             return [await async_client(*request, secure=secure) for request in requests]
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
     return async_to_sync(run)()
 
@@ -174,9 +174,9 @@ def normalized(reply: Reply) -> tuple[int, dict[str, str], bytes]:
 def spy_lean_answers(monkeypatch: Any) -> list[str]:
     """Record each answer the lean path planned (a spy: the real code runs); return the
     list it grows."""
-    from files_app import serving
+    from files_app import fastpath
 
-    planned = serving._planned
+    planned = fastpath._planned
     answers: list[str] = []
 
     def spy(*args: Any, **kwargs: Any) -> Any:
@@ -185,5 +185,5 @@ def spy_lean_answers(monkeypatch: Any) -> list[str]:
             answers.append(str(args[2].uuid))  # the target
         return result
 
-    monkeypatch.setattr(serving, "_planned", spy)
+    monkeypatch.setattr(fastpath, "_planned", spy)
     return answers

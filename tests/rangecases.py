@@ -389,15 +389,15 @@ def create_served(key: str) -> Served:
     from django.core.files.base import ContentFile
     from django.db import models
 
-    from files_app import lo
+    from files_app import largeobjects
     from files_app.models import StoredFile
 
     if key == f"size{SPARSE_SIZE}":
         # A sparse 5 GiB object: unwritten pages read back as zeros (PostgreSQL docs,
         # "Large Objects": "it is possible to write data beyond the current end").
-        oid = lo.create("default")
+        oid = largeobjects.create("default")
         for offset, mark in SPARSE_MARKS.items():
-            lo.write(oid, offset, mark, "default")
+            largeobjects.write(oid, offset, mark, "default")
         stored = StoredFile(
             file=str(oid),
             name="big.bin",

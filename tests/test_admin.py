@@ -20,7 +20,7 @@ from django.test import Client, override_settings
 from django.urls import path
 from django.utils.html import escape
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
 
@@ -143,7 +143,7 @@ def test_replacing_the_file_in_the_change_form(
     assert response.status_code == 302, response.content[:3000]
     stored.refresh_from_db()
     assert (stored.name, stored.size) == ("new.txt", 11)
-    assert not lo.exists(old_oid, "default")
+    assert not largeobjects.exists(old_oid, "default")
     assert lo_count() == before
 
 

@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.management import options
 from files_app.management.commands.files_export import safe_name
 from files_app.models import StoredFile
@@ -156,8 +156,8 @@ def test_damaged_and_missing_objects_are_reported_and_leave_no_file(tmp_path: Pa
     damaged = _store("damaged.bin", b"x" * 100_000)
     missing = _store("missing.txt", b"gone")
     assert damaged.file.oid is not None and missing.file.oid is not None
-    lo.write(damaged.file.oid, 50_000, b"!!", "default")
-    lo.unlink(missing.file.oid, "default")
+    largeobjects.write(damaged.file.oid, 50_000, b"!!", "default")
+    largeobjects.unlink(missing.file.oid, "default")
     err = io.StringIO()
 
     with pytest.raises(CommandError) as excinfo:
@@ -183,7 +183,7 @@ def test_interrupted_export_removes_the_partial_file(
 ) -> None:
     _store("first.txt", b"first")
     _store("big.bin", b"y" * 1_000_000)
-    real_read = lo.read
+    real_read = largeobjects.read
     calls = {"big": 0}
 
     def read(oid: int, offset: int, length: int, using: str) -> Any:
@@ -193,7 +193,7 @@ def test_interrupted_export_removes_the_partial_file(
                 raise KeyboardInterrupt
         return real_read(oid, offset, length, using)
 
-    monkeypatch.setattr(lo, "read", read)
+    monkeypatch.setattr(largeobjects, "read", read)
 
     with pytest.raises(CommandError) as excinfo:
         _export(str(tmp_path))
@@ -266,7 +266,7 @@ def test_database_errors_stop_the_export(tmp_path: Path, monkeypatch: pytest.Mon
     def read(oid: int, offset: int, length: int, using: str) -> bytes:
         raise DatabaseError("terminating connection due to administrator command")
 
-    monkeypatch.setattr(lo, "read", read)
+    monkeypatch.setattr(largeobjects, "read", read)
     with pytest.raises(CommandError) as excinfo:
         _export(str(tmp_path))
     assert str(excinfo.value) == (

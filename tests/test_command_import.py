@@ -20,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection
 
-from files_app import lo, maintenance
+from files_app import largeobjects, maintenance
 from files_app.management.commands import files_import
 from files_app.models import StoredFile
 from tests.commands import ROOT, subprocess_env
@@ -332,14 +332,14 @@ def test_database_errors_stop_the_import(
 ) -> None:
     (tmp_path / "a.txt").write_bytes(b"a")
     (tmp_path / "b.txt").write_bytes(b"b")
-    real_write = lo.Writer.write
+    real_write = largeobjects.Writer.write
 
-    def write(writer: lo.Writer, offset: int, data: Any) -> None:
+    def write(writer: largeobjects.Writer, offset: int, data: Any) -> None:
         if bytes(data) == b"b":
             raise DatabaseError("could not extend file: No space left on device\nHINT: ...")
         real_write(writer, offset, data)
 
-    monkeypatch.setattr(lo.Writer, "write", write)
+    monkeypatch.setattr(largeobjects.Writer, "write", write)
     before = lo_count()
     with pytest.raises(CommandError) as excinfo:
         _import(str(tmp_path))

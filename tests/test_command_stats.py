@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 from files_app.progress import Progress, format_size
 
@@ -44,8 +44,8 @@ def test_counts_sizes_largest_and_orphans() -> None:
         data = os.urandom(size)  # incompressible: pg_largeobject compresses its pages
         stored[name] = StoredFile(file=ContentFile(data, name=name))
         stored[name].save()
-    orphan = lo.create("default")  # files_app's, referenced by nothing
-    unadopted = lo.create("default", unadopted=True)  # an upload's that nothing saved
+    orphan = largeobjects.create("default")  # files_app's, referenced by nothing
+    unadopted = largeobjects.create("default", unadopted=True)  # an upload's that nothing saved
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(0)")  # someone else's
         foreign = int(cursor.fetchone()[0])
@@ -79,9 +79,9 @@ def test_counts_sizes_largest_and_orphans() -> None:
         f"  10 bytes  {stored['small.txt'].uuid}  small.txt",
     ]
     assert "Largest" not in _stats("--top", "0")
-    lo.unlink(orphan, "default")
-    lo.unlink(unadopted, "default")
-    lo.unlink(foreign, "default")
+    largeobjects.unlink(orphan, "default")
+    largeobjects.unlink(unadopted, "default")
+    largeobjects.unlink(foreign, "default")
 
 
 def test_empty_database() -> None:

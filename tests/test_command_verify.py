@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.management import options
 from files_app.models import PendingRemoval, StoredFile
 from tests.commands import run_django
@@ -55,8 +55,8 @@ def test_verbose_lists_every_file(files: list[StoredFile]) -> None:
 def test_corrupted_and_missing_objects_are_each_reported(files: list[StoredFile]) -> None:
     a, empty, c = files
     assert c.file.oid is not None and empty.file.oid is not None
-    lo.write(c.file.oid, 1000, b"\0\1\2\3", "default")  # damage a few bytes in place
-    lo.unlink(empty.file.oid, "default")  # the row still points at it: no trigger fired
+    largeobjects.write(c.file.oid, 1000, b"\0\1\2\3", "default")  # damage a few bytes in place
+    largeobjects.unlink(empty.file.oid, "default")  # the row still points at it: no trigger fired
     err = io.StringIO()
 
     with pytest.raises(CommandError) as excinfo:
@@ -85,7 +85,7 @@ def test_a_shorter_object_is_a_mismatch(files: list[StoredFile]) -> None:
 
 def test_uuid_limits_the_check(files: list[StoredFile]) -> None:
     assert files[1].file.oid is not None
-    lo.unlink(files[1].file.oid, "default")
+    largeobjects.unlink(files[1].file.oid, "default")
     out, _ = _verify("--uuid", str(files[0].uuid), "--uuid", str(files[2].uuid))
     assert out.startswith("Verified 2 stored file(s)")
 
@@ -112,7 +112,7 @@ def test_a_real_process_exits_non_zero_without_a_traceback(files: list[StoredFil
     assert "Verified 3 stored file(s)" in ok.stdout
 
     assert files[2].file.oid is not None
-    lo.write(files[2].file.oid, 0, b"corrupt", "default")
+    largeobjects.write(files[2].file.oid, 0, b"corrupt", "default")
     bad = run_django("files_verify")
     assert bad.returncode == 1
     assert f"{files[2].uuid} 'c.bin': its large object" in bad.stderr
@@ -138,7 +138,7 @@ def test_a_file_replaced_while_it_is_read_is_not_damage(
     files: list[StoredFile], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     c = files[2]
-    real_read = lo.read
+    real_read = largeobjects.read
 
     def read(oid: int, offset: int, length: int, using: str) -> bytes:
         if oid == c.file.oid and offset > 0:
@@ -146,7 +146,7 @@ def test_a_file_replaced_while_it_is_read_is_not_damage(
             c.file.save("new.bin", ContentFile(b"replacement"))
         return real_read(oid, offset, length, using)
 
-    monkeypatch.setattr(lo, "read", read)
+    monkeypatch.setattr(largeobjects, "read", read)
     out, err = _verify()
     assert out.startswith("Verified 2 stored file(s), ")
     assert out.endswith(": all intact (1 changed while being read, not checked).\n")
@@ -172,14 +172,14 @@ def test_interruptions_and_database_errors_are_command_errors(
     returncode: int,
     message: str,
 ) -> None:
-    real_read = lo.read
+    real_read = largeobjects.read
 
     def read(oid: int, offset: int, length: int, using: str) -> bytes:
         if oid == files[2].file.oid and offset > 0:
             raise failure
         return real_read(oid, offset, length, using)
 
-    monkeypatch.setattr(lo, "read", read)
+    monkeypatch.setattr(largeobjects, "read", read)
     with pytest.raises(CommandError) as excinfo:
         _verify()
     assert excinfo.value.returncode == returncode

@@ -17,7 +17,7 @@ from django.test.utils import isolate_apps
 from django.utils.datastructures import MultiValueDict
 from PIL import Image
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.fields import LargeObjectField
 from files_app.storage import LargeObjectStorage
 from tests.testapp.models import Album, Document, Photo
@@ -88,7 +88,7 @@ def test_oids_above_2_31_through_the_field() -> None:
     big = 2**31 + 104_729
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(%s::oid)", [big])
-    lo.write(big, 0, b"high", "default")
+    largeobjects.write(big, 0, b"high", "default")
     doc = Document.objects.create(title="big", attachment=str(big))
     doc = Document.objects.get(pk=doc.pk)
     assert doc.attachment.oid == big
@@ -96,7 +96,7 @@ def test_oids_above_2_31_through_the_field() -> None:
     with doc.attachment.open() as f:
         assert f.read() == b"high"
     doc.delete()
-    assert not lo.exists(big, "default")
+    assert not largeobjects.exists(big, "default")
 
 
 def test_invalid_name_is_refused() -> None:

@@ -187,7 +187,7 @@ def test_a_cascade_drains_the_queue_through_raw_delete(monkeypatch: pytest.Monke
 
     drained: list[str] = []
     monkeypatch.setattr(maintenance.LargeObjectQuerySet, "_raw_delete", spy)
-    monkeypatch.setattr(maintenance, "drain_after_commit", drained.append)
+    monkeypatch.setattr(maintenance, "drain_unlinks_after_commit", drained.append)
     owner = User.objects.create_user("owner")
     StoredFile.objects.create(file=ContentFile(b"x", name="x"), name="x", owner=owner)
     owner.delete()  # the owner's files go by Collector.delete(): fast, no row loaded

@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 from django.db import NotSupportedError, connection, connections, transaction
 
-from files_app import lo, maintenance
+from files_app import largeobjects, maintenance
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,66 +19,66 @@ DB = "default"
 
 
 def test_create_write_read_round_trip() -> None:
-    oid = lo.create(DB)
-    lo.write(oid, 0, b"hello ", DB)
-    lo.write(oid, 6, memoryview(b"world"), DB)
-    assert lo.read(oid, 0, 100, DB) == b"hello world"
-    assert lo.read(oid, 6, 3, DB) == b"wor"
-    assert lo.size(oid, DB) == 11
-    lo.unlink(oid, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.write(oid, 0, b"hello ", DB)
+    largeobjects.write(oid, 6, memoryview(b"world"), DB)
+    assert largeobjects.read(oid, 0, 100, DB) == b"hello world"
+    assert largeobjects.read(oid, 6, 3, DB) == b"wor"
+    assert largeobjects.size(oid, DB) == 11
+    largeobjects.unlink(oid, DB)
 
 
 def test_read_past_the_end_returns_short_or_empty() -> None:
-    oid = lo.create(DB)
-    lo.write(oid, 0, b"abc", DB)
-    assert lo.read(oid, 1, 10, DB) == b"bc"
-    assert lo.read(oid, 3, 10, DB) == b""
-    assert lo.read(oid, 10**10, 10, DB) == b""
-    lo.unlink(oid, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.write(oid, 0, b"abc", DB)
+    assert largeobjects.read(oid, 1, 10, DB) == b"bc"
+    assert largeobjects.read(oid, 3, 10, DB) == b""
+    assert largeobjects.read(oid, 10**10, 10, DB) == b""
+    largeobjects.unlink(oid, DB)
 
 
 def test_empty_object_exists_with_size_zero() -> None:
     # An empty object has no rows in pg_largeobject: existence must come from the metadata.
-    oid = lo.create(DB)
-    assert lo.exists(oid, DB)
-    assert lo.size(oid, DB) == 0
-    assert lo.read(oid, 0, 10, DB) == b""
-    lo.unlink(oid, DB)
+    oid = largeobjects.create(DB)
+    assert largeobjects.exists(oid, DB)
+    assert largeobjects.size(oid, DB) == 0
+    assert largeobjects.read(oid, 0, 10, DB) == b""
+    largeobjects.unlink(oid, DB)
 
 
 def test_unlink_reports_whether_the_object_existed() -> None:
-    oid = lo.create(DB)
-    assert lo.unlink(oid, DB) is True
-    assert lo.unlink(oid, DB) is False
-    assert not lo.exists(oid, DB)
+    oid = largeobjects.create(DB)
+    assert largeobjects.unlink(oid, DB) is True
+    assert largeobjects.unlink(oid, DB) is False
+    assert not largeobjects.exists(oid, DB)
 
 
 @pytest.mark.parametrize(
     "operation",
     [
-        lambda oid: lo.read(oid, 0, 10, DB),
-        lambda oid: lo.size(oid, DB),
-        lambda oid: lo.write(oid, 0, b"x", DB),
-        lambda oid: lo.created_at(oid, DB),
+        lambda oid: largeobjects.read(oid, 0, 10, DB),
+        lambda oid: largeobjects.size(oid, DB),
+        lambda oid: largeobjects.write(oid, 0, b"x", DB),
+        lambda oid: largeobjects.created_at(oid, DB),
     ],
     ids=["read", "size", "write", "created_at"],
 )
 def test_missing_object_is_file_not_found(operation: Callable[[int], object]) -> None:
-    oid = lo.create(DB)
-    lo.unlink(oid, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.unlink(oid, DB)
     with pytest.raises(FileNotFoundError):
         operation(oid)
 
 
 def test_offsets_beyond_4_gib_work() -> None:
     # Sparse write: pages never written read back as zeros, so this costs a few bytes.
-    oid = lo.create(DB)
+    oid = largeobjects.create(DB)
     offset = 4 * 2**30 + 12345
-    lo.write(oid, offset, b"far away", DB)
-    assert lo.size(oid, DB) == offset + 8
-    assert lo.read(oid, offset - 2, 12, DB) == b"\0\0far away"
-    assert lo.read(oid, 2**31 + 5, 4, DB) == b"\0\0\0\0"
-    lo.unlink(oid, DB)
+    largeobjects.write(oid, offset, b"far away", DB)
+    assert largeobjects.size(oid, DB) == offset + 8
+    assert largeobjects.read(oid, offset - 2, 12, DB) == b"\0\0far away"
+    assert largeobjects.read(oid, 2**31 + 5, 4, DB) == b"\0\0\0\0"
+    largeobjects.unlink(oid, DB)
 
 
 def test_oids_above_2_31_work() -> None:
@@ -86,37 +86,37 @@ def test_oids_above_2_31_work() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(%s::oid)", [big])
         assert cursor.fetchone()[0] == big
-    lo.write(big, 0, b"big oid", DB)
-    assert lo.read(big, 0, 7, DB) == b"big oid"
-    assert lo.size(big, DB) == 7
-    assert lo.exists(big, DB)
-    assert lo.unlink(big, DB)
+    largeobjects.write(big, 0, b"big oid", DB)
+    assert largeobjects.read(big, 0, 7, DB) == b"big oid"
+    assert largeobjects.size(big, DB) == 7
+    assert largeobjects.exists(big, DB)
+    assert largeobjects.unlink(big, DB)
 
 
 def test_created_objects_are_marked_as_ours_with_their_creation_time() -> None:
 
     before = time.time()
-    oid = lo.create(DB)
-    created = lo.created_at(oid, DB)
+    oid = largeobjects.create(DB)
+    created = largeobjects.created_at(oid, DB)
     assert created is not None
     assert before - 1 <= created <= time.time() + 1
     assert maintenance.count(DB, owned=True) >= 1
-    lo.unlink(oid, DB)
+    largeobjects.unlink(oid, DB)
 
 
 def test_foreign_objects_have_no_creation_time() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(0)")
         oid = cursor.fetchone()[0]
-    assert lo.created_at(oid, DB) is None
-    lo.unlink(oid, DB)
+    assert largeobjects.created_at(oid, DB) is None
+    largeobjects.unlink(oid, DB)
 
 
 def test_creation_rolls_back_with_its_transaction(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     with pytest.raises(RuntimeError), transaction.atomic():
-        oid = lo.create(DB)
-        lo.write(oid, 0, b"x" * 1000, DB)
+        oid = largeobjects.create(DB)
+        largeobjects.write(oid, 0, b"x" * 1000, DB)
         raise RuntimeError("boom")
     assert lo_count() == before
 
@@ -126,7 +126,7 @@ def test_non_postgresql_database_is_not_supported() -> None:
         mock.patch.object(connection, "vendor", "sqlite"),
         pytest.raises(NotSupportedError, match="need PostgreSQL"),
     ):
-        lo.create(DB)
+        largeobjects.create(DB)
 
 
 def _pattern(size: int) -> bytes:
@@ -141,54 +141,54 @@ def _assert_out_of_pipeline_mode() -> None:
 
 def test_read_pieces_returns_each_piece_in_order() -> None:
     data = _pattern(300_000)
-    oid = lo.create(DB)
-    lo.write(oid, 0, data, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.write(oid, 0, data, DB)
     pieces = [(0, 100), (250_000, 60_000), (5, 0), (299_990, 10), (100, 1)]
     for ahead in (0, 1, 3):
-        got = list(lo.read_pieces(oid, pieces, DB, ahead=ahead))
+        got = list(largeobjects.read_pieces(oid, pieces, DB, ahead=ahead))
         assert got == [data[o : o + n] for o, n in pieces]
-        lazily = lo.read_pieces(oid, (piece for piece in pieces), DB, ahead=ahead)
+        lazily = largeobjects.read_pieces(oid, (piece for piece in pieces), DB, ahead=ahead)
         assert list(lazily) == got
-    assert list(lo.read_pieces(oid, [], DB)) == []
-    lo.unlink(oid, DB)
+    assert list(largeobjects.read_pieces(oid, [], DB)) == []
+    largeobjects.unlink(oid, DB)
 
 
 def test_read_pieces_stopped_early_leaves_the_connection_usable() -> None:
-    oid = lo.create(DB)
-    lo.write(oid, 0, b"x" * 10_000, DB)
-    reads = lo.read_pieces(oid, [(i * 100, 100) for i in range(100)], DB, ahead=4)
+    oid = largeobjects.create(DB)
+    largeobjects.write(oid, 0, b"x" * 10_000, DB)
+    reads = largeobjects.read_pieces(oid, [(i * 100, 100) for i in range(100)], DB, ahead=4)
     assert next(reads) == b"x" * 100
     reads.close()  # a client that went away
     _assert_out_of_pipeline_mode()
-    assert lo.read(oid, 0, 3, DB) == b"xxx"
-    lo.unlink(oid, DB)
+    assert largeobjects.read(oid, 0, 3, DB) == b"xxx"
+    largeobjects.unlink(oid, DB)
 
 
 def test_read_pieces_of_a_missing_object_is_file_not_found() -> None:
-    oid = lo.create(DB)
-    lo.unlink(oid, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.unlink(oid, DB)
     with pytest.raises(FileNotFoundError):
-        list(lo.read_pieces(oid, [(0, 10), (10, 10)], DB))
+        list(largeobjects.read_pieces(oid, [(0, 10), (10, 10)], DB))
     _assert_out_of_pipeline_mode()
-    assert not lo.exists(oid, DB)  # and the connection answers queries
+    assert not largeobjects.exists(oid, DB)  # and the connection answers queries
 
 
 def test_writer_writes_every_piece() -> None:
     data = _pattern(500_000)
-    oid = lo.create(DB)
-    writer = lo.Writer(oid, DB)
+    oid = largeobjects.create(DB)
+    writer = largeobjects.Writer(oid, DB)
     for offset in range(0, len(data), 64 * 1024):
         writer.write(offset, data[offset : offset + 64 * 1024])
     writer.close()
     writer.close()  # idempotent
-    assert lo.read(oid, 0, len(data) + 1, DB) == data
-    lo.unlink(oid, DB)
+    assert largeobjects.read(oid, 0, len(data) + 1, DB) == data
+    largeobjects.unlink(oid, DB)
 
 
 def test_writer_reports_a_missing_object_by_close_at_the_latest() -> None:
-    oid = lo.create(DB)
-    lo.unlink(oid, DB)
-    writer = lo.Writer(oid, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.unlink(oid, DB)
+    writer = largeobjects.Writer(oid, DB)
     with pytest.raises(FileNotFoundError):
         try:
             writer.write(0, b"lost")
@@ -196,28 +196,28 @@ def test_writer_reports_a_missing_object_by_close_at_the_latest() -> None:
         finally:
             writer.abort()  # what callers do on an error; a no-op after close()
     _assert_out_of_pipeline_mode()
-    assert not lo.exists(oid, DB)  # and the connection answers queries
+    assert not largeobjects.exists(oid, DB)  # and the connection answers queries
 
 
 def test_writer_abort_ignores_errors_and_frees_the_connection() -> None:
-    oid = lo.create(DB)
-    lo.unlink(oid, DB)
-    writer = lo.Writer(oid, DB)
+    oid = largeobjects.create(DB)
+    largeobjects.unlink(oid, DB)
+    writer = largeobjects.Writer(oid, DB)
     with contextlib.suppress(FileNotFoundError):
         writer.write(0, b"lost")  # psycopg2 fails here, psycopg 3 later
     writer.abort()
     _assert_out_of_pipeline_mode()
-    assert not lo.exists(oid, DB)
+    assert not largeobjects.exists(oid, DB)
 
 
 def test_writer_inside_a_transaction_rolls_back_with_it(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     with pytest.raises(RuntimeError), transaction.atomic():
-        oid = lo.create(DB)
-        writer = lo.Writer(oid, DB)
+        oid = largeobjects.create(DB)
+        writer = largeobjects.Writer(oid, DB)
         writer.write(0, b"abc")
         writer.close()
-        assert lo.read(oid, 0, 10, DB) == b"abc"
+        assert largeobjects.read(oid, 0, 10, DB) == b"abc"
         raise RuntimeError("roll back")
     assert lo_count() == before
 
@@ -237,20 +237,20 @@ def _backend_state(pid: int) -> str:
 
 def test_reading_and_writing_piece_by_piece_holds_no_transaction_open() -> None:
     # Between pieces, a slow client must not keep a transaction (and its snapshot) open.
-    oid = lo.create(DB)
+    oid = largeobjects.create(DB)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
     try:
-        writer = lo.Writer(oid, DB)
+        writer = largeobjects.Writer(oid, DB)
         writer.write(0, b"a" * 1000)
         writer.write(1000, b"b" * 1000)
         # The writes finish; their results are not fetched yet, and no transaction waits.
         wait_until(lambda: _backend_state(pid) == "idle", 5, "the writer's backend not idle")
         writer.close()
-        reads = lo.read_pieces(oid, [(0, 10), (10, 10), (20, 10)], DB, ahead=1)
+        reads = largeobjects.read_pieces(oid, [(0, 10), (10, 10), (20, 10)], DB, ahead=1)
         assert next(reads) == b"a" * 10
         wait_until(lambda: _backend_state(pid) == "idle", 5, "the reader's backend not idle")
         assert list(reads) == [b"a" * 10, b"a" * 10]
     finally:
-        lo.unlink(oid, DB)
+        largeobjects.unlink(oid, DB)

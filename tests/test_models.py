@@ -15,7 +15,7 @@ from django.db import DataError, connection, transaction
 from django.test import Client
 from django.utils.datastructures import MultiValueDict
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,7 +77,7 @@ def test_replacing_the_file_frees_the_old_object_once_saved(lo_count: Callable[[
     stored = StoredFile.objects.get(pk=stored.pk)
     stored.file = SimpleUploadedFile("new.png", PNG_HEAD, content_type="image/png")
     stored.save()
-    assert not lo.exists(old_oid, "default")
+    assert not largeobjects.exists(old_oid, "default")
     assert lo_count() == before
     stored.refresh_from_db()
     assert (stored.name, stored.content_type, stored.size) == ("new.png", "image/png", 108)
@@ -100,7 +100,7 @@ def test_a_failed_replacement_keeps_the_old_object(lo_count: Callable[[], int]) 
     stored.name = "x" * 300  # too long for the column: the UPDATE fails
     with pytest.raises(DataError):
         stored.save()
-    assert lo.exists(old_oid, "default")
+    assert largeobjects.exists(old_oid, "default")
     assert lo_count() == before
 
 
@@ -154,15 +154,15 @@ def test_owner_cascade_frees_the_objects(lo_count: Callable[[], int]) -> None:
 def test_raw_sql_delete_and_update_free_the_objects(lo_count: Callable[[], int]) -> None:
     before = lo_count()
     first, second = _store(b"1"), _store(b"2")
-    replacement = lo.create("default")
+    replacement = largeobjects.create("default")
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM files_app_storedfile WHERE id = %s", [first.pk])
         cursor.execute(
             "UPDATE files_app_storedfile SET file = %s, size = 0 WHERE id = %s",
             [replacement, second.pk],
         )
-    assert not lo.exists(first.file.oid, "default")
-    assert not lo.exists(second.file.oid, "default")
+    assert not largeobjects.exists(first.file.oid, "default")
+    assert not largeobjects.exists(second.file.oid, "default")
     assert lo_count() == before + 1  # only the replacement is left
     StoredFile.objects.all().delete()
     assert lo_count() == before
@@ -172,14 +172,14 @@ def test_an_object_shared_by_two_rows_lives_until_the_last_goes() -> None:
     first = _store()
     second = StoredFile.objects.create(file=first.file.name, name="copy", sha256=first.sha256)
     first.delete()
-    assert lo.exists(second.file.oid, "default")
+    assert largeobjects.exists(second.file.oid, "default")
     second.delete()
-    assert not lo.exists(second.file.oid, "default")
+    assert not largeobjects.exists(second.file.oid, "default")
 
 
 def test_deleting_a_row_whose_object_is_already_gone_works() -> None:
     stored = _store()
-    lo.unlink(stored.file.oid, "default")
+    largeobjects.unlink(stored.file.oid, "default")
     stored.delete()  # the trigger tolerates the missing object
     assert not StoredFile.objects.filter(pk=stored.pk).exists()
 

@@ -17,7 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.test import Client, TestCase, override_settings
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 from tests.testapp.models import Document, Photo
 
@@ -60,7 +60,7 @@ class UploadsInATestCase(TestCase):
             )
         assert response.status_code == 302, response.content
         stored = StoredFile.objects.get()
-        assert lo.exists(stored.file.oid, "default")
+        assert largeobjects.exists(stored.file.oid, "default")
         download = self.client.get(stored.get_absolute_url())
         assert b"".join(download.streaming_content) == DATA  # type: ignore[attr-defined]
 
@@ -94,7 +94,8 @@ def test_an_atomic_view_keeps_the_object_when_it_commits(client: Client) -> None
 def test_a_save_rolled_back_with_its_outer_transaction_leaves_nothing(
     lo_count: Callable[[], int], rf: Any
 ) -> None:
-    from files_app.uploadhandler import LargeObjectUploadedFile, LargeObjectUploadHandler
+    from files_app.storage import LargeObjectUploadedFile
+    from files_app.uploadhandler import LargeObjectUploadHandler
 
     before = lo_count()
     request = rf.post("/", {"file": _upload()})

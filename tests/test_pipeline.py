@@ -11,7 +11,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from files_app import lo, pipeline
+from files_app import largeobjects, pipeline
 from files_app.storage import LargeObjectStorage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,4 +79,4 @@ def test_queries_are_logged_in_debug_mode() -> None:
 
 def test_lo_cursor_maps_a_missing_object_to_file_not_found() -> None:
     with pytest.raises(FileNotFoundError):
-        lo.read(4_000_000_000, 0, 10, "default")
+        largeobjects.read(4_000_000_000, 0, 10, "default")

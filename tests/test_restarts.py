@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from files_app import serving
+from files_app import fastpath
 from tests.pools import pooled_alias
 
 
@@ -49,19 +49,19 @@ def test_the_lean_path_gets_past_a_dead_persistent_connection(
 ) -> None:
     # Regression: a connection that died while idle was a 503 for the next download.
     stored = store(b"after the restart\n", name="restart.txt")
-    target = serving.Target(stored.uuid, True, "public", "default")
+    target = fastpath.Target(stored.uuid, True, "public", "default")
     own_pid()  # connected
     terminate_backends()  # the test's own connection among them
-    answer = serving.serve("GET", lambda name: None, target)
+    answer = fastpath.serve("GET", lambda name: None, target)
     assert answer is not None and answer.status == 200
     assert b"".join(answer.body) == b"after the restart\n"  # type: ignore[arg-type]
 
 
 async def fill_then_kill(spared: int) -> None:
     """Leave several idle connections in files_app's async pool, then kill them all."""
-    from files_app import alo
+    from files_app import largeobjects_async
 
-    sleeps = [alo.execute("SELECT pg_sleep(0.05)", (), "default") for _ in range(4)]
+    sleeps = [largeobjects_async.execute("SELECT pg_sleep(0.05)", (), "default") for _ in range(4)]
     await asyncio.gather(*sleeps)
     await asyncio.to_thread(terminate_backends, spared)
 
@@ -71,7 +71,7 @@ def test_the_async_pool_gets_past_dead_connections(driver: str) -> None:
     # Regression: the async pool handed out its dead connections, one 503 each.
     if driver != "psycopg":
         pytest.skip("files_app's async pool is psycopg 3's")
-    from files_app import alo
+    from files_app import largeobjects_async
 
     spared = own_pid()  # the test's connection: the transactional test flushes with it
 
@@ -79,11 +79,11 @@ def test_the_async_pool_gets_past_dead_connections(driver: str) -> None:
         try:
             await fill_then_kill(spared)
             started = time.monotonic()
-            assert await alo.execute("SELECT 42", (), "default") == (42,)
-            assert await alo.execute("SELECT 43", (), "default") == (43,)
+            assert await largeobjects_async.execute("SELECT 42", (), "default") == (42,)
+            assert await largeobjects_async.execute("SELECT 43", (), "default") == (43,)
             assert time.monotonic() - started < 1
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
     asyncio.run(scenario())
 
@@ -99,15 +99,15 @@ def test_the_lean_path_gets_past_dead_connections_in_djangos_pool(
     stored = store(b"pooled\n", name="pooled.txt")
     spared = own_pid()
     with pooled_alias(health_checks=False) as wrapper, django_db_blocker.unblock():
-        target = serving.Target(stored.uuid, True, "public", "pooled")
+        target = fastpath.Target(stored.uuid, True, "public", "pooled")
         for _ in range(2):  # two connections used, back in the pool
-            answer = serving.serve("GET", lambda name: None, target)
+            answer = fastpath.serve("GET", lambda name: None, target)
             assert answer is not None
             b"".join(answer.body)  # type: ignore[arg-type]
             wrapper.close()
         terminate_backends(spared)
         for _ in range(3):
-            answer = serving.serve("GET", lambda name: None, target)
+            answer = fastpath.serve("GET", lambda name: None, target)
             assert answer is not None and answer.status == 200
             assert b"".join(answer.body) == b"pooled\n"  # type: ignore[arg-type]
             wrapper.close()

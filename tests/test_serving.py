@@ -1,4 +1,4 @@
-"""The lean path (files_app.serving): public files and share links answered by
+"""The lean path (files_app.fastpath): public files and share links answered by
 FileServingMiddleware, and under ASGI by StreamingASGIHandler, with the same status,
 headers and bytes as the views, in one query, and everything else left to the views.
 
@@ -25,7 +25,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from files_app import alo, lo, serving
+from files_app import fastpath, largeobjects, largeobjects_async
 from files_app.asgi import StreamingASGIHandler
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
@@ -277,7 +277,7 @@ def test_a_lean_503_carries_the_security_headers(
     def down(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("connection refused")  # simulated: the database is down
 
-    monkeypatch.setattr(serving, "serve", down)
+    monkeypatch.setattr(fastpath, "serve", down)
     status, headers, _ = fetch(entry, "GET", stored.get_absolute_url(), secure=True)
     assert status == 503
     assert normalized((status, headers, b""))[1].items() >= SECURITY_HEADERS.items()
@@ -398,14 +398,14 @@ def test_the_lean_path_serves_only_what_the_one_access_rule_allows_anyone(
         return rule(cls, user) & ~Q(name__endswith=".embargoed")
 
     monkeypatch.setattr(StoredFile, "visible_to", classmethod(narrower))
-    serving._lookup.cache_clear()
+    fastpath._lookup.cache_clear()
     try:
         replies = fetch_all(
             entry,
             [("GET", shown.get_absolute_url(), {}), ("GET", embargoed.get_absolute_url(), {})],
         )
     finally:
-        serving._lookup.cache_clear()
+        fastpath._lookup.cache_clear()
     assert [reply[0] for reply in replies] == [200, 404]
     assert replies[0][2] == b"shown"
     assert lean_answers == [str(shown.uuid)]  # the embargoed file went to the view
@@ -436,7 +436,7 @@ def test_an_object_of_another_size_is_left_to_the_view(
     lean: None, store: Callable[..., StoredFile], caplog: pytest.LogCaptureFixture
 ) -> None:
     stored = store(b"12345", "grown.txt")
-    lo.write(int(stored.file.name), 5, b"678", "default")  # behind the row's back
+    largeobjects.write(int(stored.file.name), 5, b"678", "default")  # behind the row's back
     status, headers, body = _wsgi("GET", stored.get_absolute_url(), {})
     assert (status, body) == (200, b"12345678")
     assert headers.get("ETag") is None
@@ -487,7 +487,7 @@ def test_the_handler_leaves_private_files_and_other_paths_to_django(
                 await asgi(app, "GET", public.get_absolute_url(), {"Range": "bytes=1-2"}),
             )
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
     private, elsewhere, ranged = async_to_sync(run)()
     assert private[0] == 404
@@ -526,7 +526,7 @@ def test_a_client_leaving_mid_body_stops_the_reads(
                 app(request_scope("GET", stored.get_absolute_url(), {}), receive, send), 30
             )
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
     started = time.monotonic()
     async_to_sync(run)()
@@ -558,8 +558,10 @@ def test_the_lookup_is_prepared_on_the_server(
     settings.FILES_APP_PREPARE = prepare
     # One connection in the async pool, so that the check below sees the one that served
     # (a pool may open a second connection while the first is still being made).
-    options = alo._pool_options
-    monkeypatch.setattr(alo, "_pool_options", lambda d: {**options(d), "max_size": 1})
+    options = largeobjects_async._pool_options
+    monkeypatch.setattr(
+        largeobjects_async, "_pool_options", lambda d: {**options(d), "max_size": 1}
+    )
     stored = store(b"prepared", "prepared.txt")
     connection.close()
     for _ in range(2):
@@ -579,7 +581,7 @@ def test_the_lookup_is_prepared_on_the_server(
             for _ in range(2):
                 reply = await asgi(app, "GET", stored.get_absolute_url(), headers)
                 assert reply[2] == b"prep"
-            async with alo.connection("default") as conn:
+            async with largeobjects_async.connection("default") as conn:
                 cursor = conn.cursor()
                 await cursor.execute(
                     "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
@@ -588,6 +590,6 @@ def test_the_lookup_is_prepared_on_the_server(
                 row = await cursor.fetchone()
                 return int(row[0])
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
     assert async_to_sync(run)() == (1 if prepare else 0)

@@ -23,7 +23,7 @@ from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.test import Client
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 from tests.testapp.models import Document, Photo
 
@@ -64,7 +64,7 @@ def test_field_file_delete_without_save_keeps_the_twins_bytes(
     StoredFile.objects.filter(pk=first.pk).delete()
     assert _download(second) == DATA
     second.delete()
-    assert not lo.exists(oid, "default")  # the last reference took it
+    assert not largeobjects.exists(oid, "default")  # the last reference took it
     assert lo_count() == before
 
 
@@ -98,7 +98,7 @@ def test_deleting_one_twin_by_each_route_keeps_the_others(lo_count: Callable[[],
     assert _download(files[4]) == DATA
     assert _download(files[3]) == b"other bytes"
     StoredFile.objects.all().delete()
-    assert not lo.exists(oid, "default")
+    assert not largeobjects.exists(oid, "default")
     assert lo_count() == before
 
 
@@ -106,11 +106,11 @@ def test_a_name_shared_with_another_model_outlives_the_stored_file() -> None:
     (stored,) = _twins(1)
     document = Document.objects.create(title="shares it", attachment=stored.file.name)
     stored.delete()
-    assert lo.exists(document.attachment.oid, "default")
+    assert largeobjects.exists(document.attachment.oid, "default")
     with document.attachment.open() as opened:
         assert opened.read() == DATA
     document.attachment.delete()  # save=True: the row lets go, and it was the last
-    assert not lo.exists(int(stored.file.name), "default")
+    assert not largeobjects.exists(int(stored.file.name), "default")
 
 
 def test_clearing_one_of_two_fields_keeps_the_object_for_the_other() -> None:
@@ -120,9 +120,9 @@ def test_clearing_one_of_two_fields_keeps_the_object_for_the_other() -> None:
     oid = first.attachment.oid
     first.attachment = None
     first.save()
-    assert lo.exists(oid, "default")
+    assert largeobjects.exists(oid, "default")
     second.attachment.delete()
-    assert not lo.exists(oid, "default")
+    assert not largeobjects.exists(oid, "default")
     Document.objects.all().delete()
 
 
@@ -199,6 +199,6 @@ def test_concurrent_storage_deletes_and_row_deletes_leave_nothing_and_lose_nothi
     assert not errors
     assert _download(files[3]) == DATA
     files[3].file.storage.delete(files[3].file.name)
-    assert lo.exists(oid, "default")  # its row still holds it
+    assert largeobjects.exists(oid, "default")  # its row still holds it
     files[3].delete()
     assert lo_count() == before

@@ -304,7 +304,7 @@ def test_a_pool_without_a_check_is_left_alone() -> None:
 def test_a_read_mid_body_is_not_run_again_but_the_pool_is_cleaned(driver: str) -> None:
     if driver != "psycopg":
         pytest.skip("files_app's async pool is psycopg 3's")
-    from files_app import alo
+    from files_app import largeobjects_async
 
     spared = own_pid()
 
@@ -312,10 +312,10 @@ def test_a_read_mid_body_is_not_run_again_but_the_pool_is_cleaned(driver: str) -
         try:
             await fill_then_kill(spared)
             with pytest.raises(OperationalError):
-                await alo.execute("SELECT 1", (), "default", retry=False)
-            assert await alo.execute("SELECT 2", (), "default", retry=False) == (2,)
+                await largeobjects_async.execute("SELECT 1", (), "default", retry=False)
+            assert await largeobjects_async.execute("SELECT 2", (), "default", retry=False) == (2,)
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
     asyncio.run(scenario())
 

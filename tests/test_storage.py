@@ -17,7 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploaded
 from django.db import transaction
 from django.test import override_settings
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.storage import LargeObjectFile, LargeObjectStorage, oid_from_name, unsign_oid
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,7 +68,7 @@ def test_save_returns_a_name_with_the_oid_and_keeps_the_bytes(
     directory, oid, basename = stored.split("/")
     assert (directory, basename) == ("docs", "data.bin")
     assert oid_from_name(stored) == int(oid)
-    assert lo.read(int(oid), 0, len(DATA) + 1, "default") == DATA
+    assert largeobjects.read(int(oid), 0, len(DATA) + 1, "default") == DATA
 
 
 def test_two_saves_of_one_name_get_two_objects(storage: LargeObjectStorage) -> None:

@@ -17,10 +17,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import RequestFactory
 
-from files_app import lo, maintenance
+from files_app import largeobjects, maintenance
 from files_app.models import PendingUnlink, StoredFile
-from files_app.storage import oid_from_name
-from files_app.uploadhandler import LargeObjectUploadedFile, LargeObjectUploadHandler
+from files_app.storage import LargeObjectUploadedFile, oid_from_name
+from files_app.uploadhandler import LargeObjectUploadHandler
 from tests.testapp.models import Document, Photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,17 +33,17 @@ def _sweep(*args: str) -> str:
 
 
 def _age(oid: int, seconds: float, *, unadopted: bool = False) -> None:
-    mark = f" {lo.UNADOPTED}" if unadopted else ""
+    mark = f" {largeobjects.UNADOPTED}" if unadopted else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"COMMENT ON LARGE OBJECT {oid:d} IS "
-            f"'{lo.OWNER_TAG} created={time.time() - seconds:.3f}{mark}'"
+            f"'{largeobjects.OWNER_TAG} created={time.time() - seconds:.3f}{mark}'"
         )
 
 
 def _orphan(data: bytes = b"orphan", *, unadopted: bool = False) -> int:
-    oid = lo.create("default", unadopted=unadopted)
-    lo.write(oid, 0, data, "default")
+    oid = largeobjects.create("default", unadopted=unadopted)
+    largeobjects.write(oid, 0, data, "default")
     return oid
 
 
@@ -79,10 +79,10 @@ def test_the_default_sweep_frees_old_unadopted_uploads_only() -> None:
         _age(oid, 3600, unadopted=oid == upload)
     out = _sweep("--grace", "60")
     assert "Found 1 unadopted upload large object(s), 11 bytes; freed 1." in out
-    assert not lo.exists(upload, "default")
-    assert lo.exists(handed_out, "default") and lo.exists(young, "default")
+    assert not largeobjects.exists(upload, "default")
+    assert largeobjects.exists(handed_out, "default") and largeobjects.exists(young, "default")
     for oid in (handed_out, young):
-        lo.unlink(oid, "default")
+        largeobjects.unlink(oid, "default")
 
 
 def test_an_unadopted_mark_left_on_a_referenced_object_does_not_free_it() -> None:
@@ -90,7 +90,7 @@ def test_an_unadopted_mark_left_on_a_referenced_object_does_not_free_it() -> Non
     stored.save()
     _age(stored.file.oid, 3600, unadopted=True)  # as if adopting had been lost
     assert "freed 0." in _sweep("--grace", "0")
-    assert lo.exists(stored.file.oid, "default")
+    assert largeobjects.exists(stored.file.oid, "default")
     stored.delete()
 
 
@@ -119,8 +119,8 @@ def test_frees_old_unreferenced_objects_and_keeps_referenced_ones() -> None:
         "testapp_photo.attachment (names)",
     ):
         assert f"  {column}\n" in out
-    assert not any(lo.exists(oid, "default") for oid in orphans)
-    assert all(lo.exists(oid, "default") for oid in kept)
+    assert not any(largeobjects.exists(oid, "default") for oid in orphans)
+    assert all(largeobjects.exists(oid, "default") for oid in kept)
     StoredFile.objects.all().delete()
     Document.objects.all().delete()
     for p in Photo.objects.all():
@@ -135,17 +135,17 @@ def test_dry_run_lists_each_object_and_changes_nothing() -> None:
     out = _sweep("--unreferenced", "--dry-run", "--grace", "60")
     assert f"Would free large object {oid}: 5 bytes, created " in out
     assert "Found 1 unreferenced large object(s), 5 bytes; nothing freed (--dry-run)." in out
-    assert lo.exists(oid, "default")
-    lo.unlink(oid, "default")
+    assert largeobjects.exists(oid, "default")
+    largeobjects.unlink(oid, "default")
 
 
 def test_young_objects_are_left_alone() -> None:
     oid = _orphan()
     out = _sweep("--unreferenced", "--grace", "3600")
     assert "Found 0" in out
-    assert lo.exists(oid, "default")
+    assert largeobjects.exists(oid, "default")
     _sweep("--unreferenced", "--grace", "0")
-    assert not lo.exists(oid, "default")
+    assert not largeobjects.exists(oid, "default")
 
 
 def test_objects_not_created_by_files_app_are_never_touched() -> None:
@@ -153,8 +153,8 @@ def test_objects_not_created_by_files_app_are_never_touched() -> None:
         cursor.execute("SELECT lo_create(0)")
         foreign = int(cursor.fetchone()[0])
     _sweep("--unreferenced", "--grace", "0")
-    assert lo.exists(foreign, "default")
-    lo.unlink(foreign, "default")
+    assert largeobjects.exists(foreign, "default")
+    largeobjects.unlink(foreign, "default")
 
 
 def test_truncate_leftovers_are_swept_when_asked(lo_count: Callable[[], int]) -> None:
@@ -177,7 +177,7 @@ def test_works_in_bounded_batches() -> None:
         "files_sweep", "--unreferenced", "--grace", "0", "--batch-size", "3", "-v", "2", stdout=out
     )
     assert out.getvalue().count("Freed ") == 3  # 3 + 3 + 1
-    assert not any(lo.exists(oid, "default") for oid in orphans)
+    assert not any(largeobjects.exists(oid, "default") for oid in orphans)
 
 
 def test_each_query_looks_at_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,17 +196,17 @@ def test_each_query_looks_at_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -
     assert flat == sorted(flat) and set(orphans) <= set(flat)
     assert kept.file.oid not in flat
     assert "freed 5." in _sweep("--unreferenced", "--grace", "0")
-    assert lo.exists(kept.file.oid, "default")
+    assert largeobjects.exists(kept.file.oid, "default")
     kept.delete()
 
 
 def test_free_skips_objects_gone_meanwhile() -> None:
     gone, there = _orphan(b"gone"), _orphan(b"there!")
-    lo.unlink(gone, "default")
-    assert lo.unlink_many([gone, there], "default", dry_run=True) == (0, 6)
-    assert lo.exists(there, "default")
-    assert lo.unlink_many([gone, there], "default") == (1, 6)
-    assert not lo.exists(there, "default")
+    largeobjects.unlink(gone, "default")
+    assert largeobjects.unlink_many([gone, there], "default", dry_run=True) == (0, 6)
+    assert largeobjects.exists(there, "default")
+    assert largeobjects.unlink_many([gone, there], "default") == (1, 6)
+    assert not largeobjects.exists(there, "default")
 
 
 @pytest.mark.parametrize(
@@ -232,7 +232,7 @@ def test_an_object_is_past_a_zero_grace_at_once() -> None:
             found for batch in maintenance.unreferenced("default", grace=0) for found in batch
         ]
         assert oid in found
-        lo.unlink(oid, "default")
+        largeobjects.unlink(oid, "default")
 
 
 def test_the_queue_table_the_trigger_writes_is_the_models() -> None:

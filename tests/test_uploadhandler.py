@@ -12,13 +12,10 @@ from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 from django.test import RequestFactory, override_settings
 
-from files_app import lo, maintenance
+from files_app import largeobjects, maintenance
 from files_app.models import StoredFile
-from files_app.uploadhandler import (
-    LargeObjectUploadedFile,
-    LargeObjectUploadHandler,
-    UploadTooLarge,
-)
+from files_app.storage import LargeObjectUploadedFile
+from files_app.uploadhandler import LargeObjectUploadHandler, UploadTooLarge
 from tests.testapp.models import Photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,7 +54,7 @@ def test_an_upload_nothing_saved_is_unlinked_on_close(lo_count: Callable[[], int
     upload = _upload()
     upload.close()
     upload.close()
-    assert not lo.exists(upload.oid, "default")
+    assert not largeobjects.exists(upload.oid, "default")
     assert lo_count() == before
 
 

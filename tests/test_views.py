@@ -30,7 +30,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from files_app import alo, lo
+from files_app import largeobjects, largeobjects_async
 from files_app.models import StoredFile
 from files_app.views import StoredFileView
 from tests.rangecases import (
@@ -103,7 +103,7 @@ def _get(method: str, path: str, headers: dict[str, str], *, asgi: bool) -> Any:
                 body = b"".join(response.streaming_content)
             return response.status_code, Headers(response.headers.items()), body
         finally:
-            await alo.close_pools()  # the body's reads used this event loop's pool
+            await largeobjects_async.close_pools()  # the body's reads used this event loop's pool
 
     return async_to_sync(fetch)()
 
@@ -305,12 +305,12 @@ def test_unknown_uuid_is_404(client: Client) -> None:
 
 
 def test_missing_large_object_is_404_not_500(client: Client) -> None:
-    oid = lo.create("default")
-    lo.write(oid, 0, b"soon gone", "default")
+    oid = largeobjects.create("default")
+    largeobjects.write(oid, 0, b"soon gone", "default")
     stored = StoredFile.objects.create(
         file=str(oid), name="gone.txt", size=9, sha256="0" * 64, public=True
     )
-    lo.unlink(oid, "default")
+    largeobjects.unlink(oid, "default")
     try:
         assert client.get(stored.get_absolute_url()).status_code == 404
         assert client.head(stored.get_absolute_url()).status_code == 404
@@ -527,7 +527,7 @@ def test_asgi_body_is_an_async_iterator(store: Callable[..., StoredFile]) -> Non
         response = await AsyncClient().get(url, headers={"Range": "bytes=0-99,5000-5099"})
         assert isinstance(response, StreamingHttpResponse)
         body = b"".join([chunk async for chunk in response])
-        await alo.close_pools()
+        await largeobjects_async.close_pools()
         return response.is_async, body
 
     is_async, body = async_to_sync(fetch)()
@@ -544,7 +544,7 @@ def test_asgi_body_reads_on_the_event_loop(
     data = content(10000)
     url = store(data, "data.bin").get_absolute_url()
     in_threads = []
-    sync_reads = lo.read_pieces
+    sync_reads = largeobjects.read_pieces
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         in_threads.append(args)
@@ -556,9 +556,9 @@ def test_asgi_body_reads_on_the_event_loop(
             assert isinstance(response, StreamingHttpResponse)
             return b"".join([chunk async for chunk in response])
         finally:
-            await alo.close_pools()
+            await largeobjects_async.close_pools()
 
-    with mock.patch.object(lo, "read_pieces", counted):
+    with mock.patch.object(largeobjects, "read_pieces", counted):
         assert async_to_sync(fetch)() == data
     assert len(in_threads) == (0 if driver == "psycopg" else 1)
 
@@ -577,7 +577,7 @@ def test_body_is_read_only_when_iterated(
     assert len(first) == 1000
     oid = stored.file.oid
     assert oid is not None
-    lo.unlink(oid, "default")
+    largeobjects.unlink(oid, "default")
     with pytest.raises(FileNotFoundError):
         next(iterator)
     response.close()
@@ -647,7 +647,7 @@ def test_a_missing_object_is_404_without_aborting_the_transaction(
 ) -> None:
     stored = store(content(100), "gone.bin")
     assert stored.file.oid is not None
-    lo.unlink(stored.file.oid, "default")
+    largeobjects.unlink(stored.file.oid, "default")
     with transaction.atomic():
         assert Client().get(stored.get_absolute_url()).status_code == 404
         assert StoredFile.objects.filter(pk=stored.pk).exists()  # still usable

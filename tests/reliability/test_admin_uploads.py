@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from django.test import Client
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,7 +101,9 @@ def test_a_filename_that_is_not_utf8_is_the_form_again_not_a_500(
 
 
 def _no_large_object_may_be_created() -> mock._patch[mock.MagicMock]:
-    return mock.patch.object(lo, "create", side_effect=AssertionError("an object was created"))
+    return mock.patch.object(
+        largeobjects, "create", side_effect=AssertionError("an object was created")
+    )
 
 
 @pytest.fixture

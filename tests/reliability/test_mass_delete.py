@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
 
-from files_app import lo, maintenance
+from files_app import largeobjects, maintenance
 from files_app.models import PendingUnlink, StoredFile
 from tests.testapp.models import Document
 
@@ -76,16 +76,16 @@ def test_raw_sql_leaves_a_queue_that_the_sweeper_frees() -> None:
 
 
 def test_a_queued_object_that_is_used_again_is_not_unlinked() -> None:
-    from files_app.maintenance import drain
+    from files_app.maintenance import drain_unlinks as drain
 
-    oid = lo.create("default")
+    oid = largeobjects.create("default")
     PendingUnlink.objects.create(oid=oid)
     document = Document.objects.create(attachment=str(oid))
     assert drain("default") == 0
-    assert lo.exists(oid, "default")
+    assert largeobjects.exists(oid, "default")
     assert not PendingUnlink.objects.exists()
     document.delete()
-    assert not lo.exists(oid, "default")
+    assert not largeobjects.exists(oid, "default")
 
 
 def test_other_apps_large_object_fields_queue_and_drain_as_well() -> None:
@@ -97,7 +97,7 @@ def test_other_apps_large_object_fields_queue_and_drain_as_well() -> None:
         )
         cursor.execute("DELETE FROM testapp_document")
     assert PendingUnlink.objects.count() == 1500 - maintenance.IMMEDIATE_UNLINKS
-    from files_app.maintenance import drain
+    from files_app.maintenance import drain_unlinks as drain
 
     assert drain("default") == 1500 - maintenance.IMMEDIATE_UNLINKS
     assert maintenance.count("default") == before

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection, models, transaction
 from django.test import Client
 
-from files_app import lo
+from files_app import largeobjects
 from files_app.models import StoredFile
 from files_app.storage import LargeObjectStorage
 
@@ -173,7 +173,7 @@ def test_the_view_never_serves_a_size_the_object_does_not_have(
     head = Client().head(url)
     assert head["Content-Length"] == str(len(DATA))
     assert "holds 10010 bytes, not 0" in caplog.text
-    assert lo.exists(stored.file.oid, "default")
+    assert largeobjects.exists(stored.file.oid, "default")
 
 
 def test_a_cleared_content_type_is_taken_from_the_object_again() -> None:

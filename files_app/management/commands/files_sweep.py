@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from files_app import lo, maintenance, tus
+from files_app import largeobjects, maintenance, tus
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
 from files_app.models import PendingRemoval, drain_removals
@@ -92,7 +92,7 @@ class Command(BaseCommand):
                 found += len(batch)
                 if dry_run:
                     self._list_objects(batch, using)
-                freed_now, size = lo.unlink_many(batch, using, dry_run=dry_run)
+                freed_now, size = largeobjects.unlink_many(batch, using, dry_run=dry_run)
                 freed += freed_now
                 total_bytes += size
                 if options["verbosity"] >= 2 and not dry_run:
@@ -109,7 +109,7 @@ class Command(BaseCommand):
 
     def _drain_queues(self, using: str, batch_size: int) -> None:
         # Objects a big delete queued are freed first, whatever their age.
-        drained = maintenance.drain(using, batch=min(batch_size, maintenance.BATCH))
+        drained = maintenance.drain_unlinks(using, batch=min(batch_size, maintenance.UNLINK_BATCH))
         if drained:
             self.stdout.write(f"Freed {drained} large object(s) queued by deletes.")
         expired = tus.delete_expired(using)

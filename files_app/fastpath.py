@@ -23,7 +23,9 @@ holds (decorated, wrapped, subclassed, ``as_view(...)``), a middleware's view ru
 
 Under WSGI it runs in :class:`files_app.middleware.FileServingMiddleware`; under ASGI,
 in :class:`files_app.asgi.StreamingASGIHandler` before Django's handler, on the event loop
-with psycopg 3's async pool (:mod:`files_app.alo`).
+with psycopg 3's async pool (:mod:`files_app.largeobjects_async`).
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_script_prefix, get_urlconf
 
-from files_app import _databases, _hostrules, lo, outage, responder, streaming
+from files_app import _databases, _hostrules, largeobjects, outage, responder, streaming
 from files_app.conf import app_settings
 from files_app.firstread import (
     Headers,
@@ -54,18 +56,6 @@ from files_app.firstread import (
 )
 from files_app.references import column
 from files_app.responder import Plan
-
-__all__ = [
-    "Answer",
-    "Target",
-    "aserve",
-    "find_target",
-    "host_allowed",
-    "request_host",
-    "request_is_secure",
-    "serve",
-    "unavailable",
-]
 
 
 @dataclass(frozen=True)
@@ -233,7 +223,7 @@ def _lookup(public_only: bool, using: str) -> tuple[str, tuple[Any, ...]]:
         f"SELECT {file}, {size}, {fields}, lo_lseek64(o.fd, 0, 2), "
         f"{first_read_sql(file, size)}, lo_close(o.fd) "
         f"FROM {table}, "
-        f"LATERAL (SELECT lo_open({file}, {lo.INV_READ}) AS fd) o WHERE {where}"
+        f"LATERAL (SELECT lo_open({file}, {largeobjects.INV_READ}) AS fd) o WHERE {where}"
     )
     return sql, rule_params
 
@@ -328,7 +318,9 @@ def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer |
     guess = first_read_guess(method, header, chunk)
     sql, rule = _lookup(target.public_only, target.using)
     try:
-        with lo.cursor(target.using, binary=True, prepare=app_settings.PREPARE) as cursor:
+        with largeobjects.cursor(
+            target.using, binary=True, prepare=app_settings.PREPARE
+        ) as cursor:
             cursor.execute(sql, _params(target, guess, rule))
             row = cursor.fetchone()
     except FileNotFoundError:
@@ -356,13 +348,13 @@ async def aserve(method: str, header: Headers, target: Target) -> Answer | None:
 
 
 async def _aserve(method: str, header: Headers, target: Target) -> Answer | None:
-    from files_app import alo
+    from files_app import largeobjects_async
 
     chunk = app_settings.CHUNK_SIZE
     guess = first_read_guess(method, header, chunk)
     sql, rule = _lookup(target.public_only, target.using)
     try:
-        row = await alo.execute(sql, _params(target, guess, rule), target.using)
+        row = await largeobjects_async.execute(sql, _params(target, guess, rule), target.using)
     except FileNotFoundError:
         return None
     planned = _planned(method, header, target, row, guess, chunk)
@@ -371,9 +363,9 @@ async def _aserve(method: str, header: Headers, target: Target) -> Answer | None
     found, plan, first, data = planned
     if data is None:
         try:
-            data = await alo.read(found.oid, *first, target.using)
+            data = await largeobjects_async.read(found.oid, *first, target.using)
         except FileNotFoundError:
             return None
-    reads = functools.partial(alo.read_pieces, found.oid, using=target.using)
+    reads = functools.partial(largeobjects_async.read_pieces, found.oid, using=target.using)
     body = streaming.astream_async(reads, plan.body, chunk, data)
     return Answer(plan.status, plan.headers, body).add_absent(target.headers)

@@ -5,6 +5,8 @@ Uses the server-side functions (``lo_create``, ``lo_put``, ``lo_get``, ``lo_unli
 behave the same on psycopg2 and psycopg 3 and need no descriptor, so reads work in
 autocommit, after a transaction committed, and behind pgbouncer. Knows nothing of files or
 HTTP. Offsets and sizes are 64-bit throughout.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -19,31 +21,6 @@ from typing import Any
 from django.db import DatabaseError, NotSupportedError, connections, transaction
 
 from files_app import pipeline
-
-__all__ = [
-    "OWNER_TAG",
-    "READ_SQL",
-    "UNDEFINED_OBJECT",
-    "REFERENCED_FUNCTION",
-    "UNADOPTED",
-    "Writer",
-    "adopt",
-    "create",
-    "created_at",
-    "cursor",
-    "exists",
-    "read",
-    "read_pieces",
-    "read_with_size",
-    "referenced_function",
-    "size",
-    "size_sql",
-    "unlink",
-    "unlink_many",
-    "unlink_unadopted",
-    "unlink_unreferenced",
-    "write",
-]
 
 # Large objects created by files_app carry this comment (plus their creation time): the
 # sweeper only ever frees large objects it can prove are ours.

@@ -18,6 +18,8 @@ standby (the caller reads from the primary instead: files_app._databases).
 
 Available with psycopg 3 and psycopg-pool (:func:`available`); elsewhere files_app reads
 through Django's connections in a worker thread, as before.
+
+Internal to files_app, not part of its public API (docs/reference.md, "Public API").
 """
 
 from __future__ import annotations
@@ -33,11 +35,8 @@ from typing import Any
 from django.db import connections
 from django.db import utils as db_utils
 
-from files_app import _databases, lo
+from files_app import _databases, largeobjects
 from files_app.conf import app_settings
-
-__all__ = ["available", "close_pools", "connection", "execute", "read_pieces"]
-
 
 # One pool per event loop and alias: a pool's locks and workers belong to the loop that
 # opened it.
@@ -120,7 +119,7 @@ def _django_error(exc: Exception) -> Exception:
     """Return the django.db exception for a psycopg one, as Django's cursors raise it."""
     import psycopg
 
-    if getattr(exc, "sqlstate", None) == lo.UNDEFINED_OBJECT:
+    if getattr(exc, "sqlstate", None) == largeobjects.UNDEFINED_OBJECT:
         return FileNotFoundError(str(exc).strip())
     for name in (
         "DataError",
@@ -206,7 +205,7 @@ async def execute(
 async def read(oid: int, offset: int, length: int, using: str, *, retry: bool = True) -> bytes:
     """Return up to ``length`` bytes of the large object from ``offset`` (``retry``: see
     :func:`execute`)."""
-    row = await execute(lo.READ_SQL, (oid, offset, length), using, retry=retry)
+    row = await execute(largeobjects.READ_SQL, (oid, offset, length), using, retry=retry)
     assert row is not None
     return bytes(row[0])
 
