@@ -32,6 +32,13 @@ from django.urls import NoReverseMatch, Resolver404, URLPattern, get_resolver, r
 from django.utils.module_loading import import_string
 
 LEAN_MIDDLEWARE = "files_app.middleware.FileServingMiddleware"
+
+
+def lean_path_on() -> bool:
+    """Return whether the lean path is on: ``FileServingMiddleware`` in ``MIDDLEWARE``."""
+    return LEAN_MIDDLEWARE in settings.MIDDLEWARE
+
+
 _STOCK_NAMES = ("download", "share")
 _ZERO = uuid.UUID(int=0)
 # Middleware that add headers to every answer, each only where the answer has none yet.

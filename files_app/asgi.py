@@ -52,7 +52,6 @@ logger = logging.getLogger("files_app")
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-FILE_SERVING_MIDDLEWARE = "files_app.middleware.FileServingMiddleware"
 
 
 # The coroutine methods of Django's ASGIHandler that StreamingASGIHandler overrides, with
@@ -175,9 +174,9 @@ class StreamingASGIHandler(ASGIHandler):
             )
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if FILE_SERVING_MIDDLEWARE in settings.MIDDLEWARE and await self.serve_file(
-            scope, receive, send
-        ):
+        from files_app._hostrules import lean_path_on
+
+        if lean_path_on() and await self.serve_file(scope, receive, send):
             return
         channel = _Channel(scope, receive) if self.streaming else receive
         await super().handle(scope, channel, send)

@@ -23,25 +23,22 @@ from http import HTTPStatus
 from typing import Any
 
 import django
-from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler, get_path_info, get_script_name
 from django.db import InterfaceError, OperationalError, connections
 from django.urls import set_script_prefix
 
-from files_app import fastpath
+from files_app import _hostrules, fastpath
 
 __all__ = ["get_wsgi_application"]
 
 logger = logging.getLogger("files_app")
-
-FILE_SERVING_MIDDLEWARE = "files_app.middleware.FileServingMiddleware"
 
 
 class FilesWSGIHandler(WSGIHandler):
     """Django's WSGI handler, with files_app's lean path in front of it."""
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if FILE_SERVING_MIDDLEWARE in settings.MIDDLEWARE:
+        if _hostrules.lean_path_on():
             served = self.serve_file(environ, start_response)
             if served is not None:
                 return served
