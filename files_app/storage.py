@@ -6,9 +6,11 @@ import functools
 import io
 import os
 import posixpath
+import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from django.core import signing
@@ -249,6 +251,11 @@ class LargeObjectFile(_BytesFile):
         """Return this object again, its size read from the database."""
         return LargeObjectFile(str(self.name), self.oid, self._storage, using=self.raw.using)
 
+    def created_time(self) -> datetime | None:
+        """Return when files_app created the object, or None for an object it did not."""
+        created = largeobjects.created_at(self.oid, self.raw.using)
+        return None if created is None else datetime.fromtimestamp(created, tz=UTC)
+
 
 class LargeObjectWriter:
     """A new large object, written piece by piece (pipelined on psycopg 3).
@@ -352,12 +359,15 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
     using: str
     chunk_size: int
     base_url: str | None
+    url_expire: int | float | timedelta | None
 
     def get_default_settings(self) -> dict[str, Any]:
         return {
             "using": app_settings.DATABASE,
             "chunk_size": app_settings.CHUNK_SIZE,
             "base_url": None,
+            # Seconds (or a timedelta) a url() stays valid; None: until the file is gone.
+            "url_expire": None,
         }
 
     def __init__(self, **settings: Any) -> None:
@@ -461,15 +471,32 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
     def size(self, name: str) -> int:
         return largeobjects.size(self._oid(name), self.using)
 
-    def url(self, name: str | None) -> str:
-        """Return a signed URL that serves the object (OIDs alone are guessable)."""
-        oid = self._oid(name or "")
-        token = signing.Signer(salt=URL_SALT).sign(str(oid))
-        filename = posixpath.basename(name or "") if "/" in (name or "") else str(oid)
+    def url(self, name: str | None, expire: int | float | timedelta | None = None) -> str:
+        """Return a signed URL that serves the file ``name`` (OIDs alone are guessable).
+
+        The signature covers the name (so the link serves it under no other name), this
+        storage's database alias and, with ``expire`` (seconds or a timedelta; by default the
+        storage's ``url_expire``), when the link stops working. Like a presigned S3 URL it is
+        a bearer capability: whoever holds it may download the file until it expires. As on
+        other storages, a name that does not exist still gets a URL, which answers 404.
+        """
+        name = str(name or "")
+        expire = self.url_expire if expire is None else expire
+        if isinstance(expire, timedelta):
+            expire = expire.total_seconds()
+        expires = None if expire is None else int(time.time() + expire)
+        token = sign_link(StorageLink(name, self.using, expires))
+        filename = link_filename(name)
         if self.base_url is not None:
             return f"{self.base_url}{token}/{filepath_to_uri(filename)}"
         return str(
             reverse("files_app:storage-file", kwargs={"token": token, "filename": filename})
+        )
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        raise NotImplementedError(
+            "LargeObjectStorage cannot list a directory: a large object has no name, the rows "
+            "that hold its name do (query your model instead)."
         )
 
     def get_created_time(self, name: str) -> datetime:
@@ -486,10 +513,42 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         return self.get_created_time(name)
 
 
-def unsign_oid(token: str) -> int | None:
-    """Return the OID in a storage URL token, or None if the signature is bad."""
+@dataclass(frozen=True)
+class StorageLink:
+    """What a link made by :meth:`LargeObjectStorage.url` names: a file of a database."""
+
+    name: str
+    using: str
+    expires: int | None = None  # Unix seconds
+
+    def expired(self) -> bool:
+        return self.expires is not None and time.time() >= self.expires
+
+
+def link_filename(name: str) -> str:
+    """Return the file name a link to the file ``name`` ends with."""
+    return posixpath.basename(name) or "download"
+
+
+def sign_link(link: StorageLink) -> str:
+    """Return the signed token of ``link`` (URL-safe)."""
+    payload: dict[str, Any] = {"n": link.name, "d": link.using}
+    if link.expires is not None:
+        payload["e"] = link.expires
+    return signing.dumps(payload, salt=URL_SALT, compress=True)
+
+
+def read_link(token: str) -> StorageLink | None:
+    """Return the link a token signed by :func:`sign_link` names, or None if it is not one."""
     try:
-        value = str(signing.Signer(salt=URL_SALT).unsign(token))
+        payload = signing.loads(token, salt=URL_SALT)
     except signing.BadSignature:
         return None
-    return oid_from_name(value)
+    if not isinstance(payload, dict):
+        return None
+    name, using, expires = payload.get("n"), payload.get("d"), payload.get("e")
+    if not isinstance(name, str) or not isinstance(using, str):
+        return None
+    if expires is not None and not isinstance(expires, int):
+        return None
+    return StorageLink(name, using, expires)

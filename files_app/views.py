@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage
 from django.core.handlers.asgi import ASGIRequest
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Model, QuerySet
+from django.db.models.fields.files import FieldFile
 from django.http import (
     Http404,
     HttpRequest,
@@ -21,8 +24,10 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
+from django.utils.connection import ConnectionDoesNotExist
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django.views.generic.detail import SingleObjectMixin
 
 from files_app import _databases, firstread, mediatypes, responder, streaming
 from files_app.conf import app_settings
@@ -36,12 +41,15 @@ from files_app.storage import (
     LargeObjectFile,
     LargeObjectStorage,
     SizeMismatch,
+    StorageLink,
+    link_filename,
     oid_from_name,
-    unsign_oid,
+    read_link,
 )
 from files_app.streaming import body_reads
 
 __all__ = [
+    "FieldFileView",
     "LargeObjectResponse",
     "LargeObjectView",
     "SharedFileView",
@@ -70,6 +78,10 @@ class LargeObjectResponse(StreamingHttpResponse):
         return super().has_header(header)
 
     __contains__ = has_header
+
+
+class LinkExpired(Exception):
+    """A signed link's time is up: the view answers 410 Gone."""
 
 
 class LargeObjectView(View):
@@ -105,8 +117,9 @@ class LargeObjectView(View):
         """Return the object whose file is served; raise Http404 if there is none."""
         return None
 
-    def get_file(self) -> LargeObjectFile | ExternalFile:
-        """Return the opened large object (or moved file) to serve."""
+    def get_file(self) -> LargeObjectFile | ExternalFile | FieldFile:
+        """Return the file to serve: a model's ``FieldFile`` on a :class:`LargeObjectStorage`
+        (``self.object.manual``), or a file such a storage opened."""
         raise NotImplementedError("LargeObjectView subclasses must implement get_file().")
 
     def get_filename(self) -> str:
@@ -114,16 +127,30 @@ class LargeObjectView(View):
         return str(self.file.name).rsplit("/", 1)[-1]
 
     def get_content_type(self) -> str:
-        """Return the Content-Type of the file."""
-        return "application/octet-stream"
+        """Return the Content-Type of the file: by default guessed from its name."""
+        guessed, _ = mimetypes.guess_type(self.get_filename())
+        return guessed or responder.DEFAULT_CONTENT_TYPE
 
     def get_etag(self) -> str | None:
-        """Return a strong ETag (quoted) for the file's content, or None."""
-        return None
+        """Return a strong ETag (quoted) for the file's content, or None: by default, for a
+        large object files_app made, its OID and creation time (an object never changes,
+        and an OID used again is another object made later)."""
+        created = self._created()
+        if created is None or not isinstance(self.file, LargeObjectFile):
+            return None
+        return f'"lo-{self.file.oid}-{created.timestamp():.3f}"'
 
     def get_last_modified(self) -> datetime | None:
-        """Return when the file's content last changed, or None."""
-        return None
+        """Return when the file's content last changed, or None: by default when files_app
+        made its large object."""
+        return self._created()
+
+    def _created(self) -> datetime | None:
+        if not isinstance(self.file, LargeObjectFile):
+            return None
+        if not hasattr(self, "_created_time"):
+            self._created_time = self.file.created_time()
+        return self._created_time
 
     def get_as_attachment(self) -> bool:
         """Return whether to send the file as an attachment rather than inline.
@@ -155,6 +182,10 @@ class LargeObjectView(View):
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             return self._get(request)
+        except LinkExpired:
+            return HttpResponseGone(
+                "This link has expired.\n", content_type="text/plain; charset=utf-8"
+            )
         except StorageUnavailable as exc:
             # A file moved to another storage (files_move) that does not answer now.
             return unavailable(str(request.method), request.path, exc, what="storage")
@@ -162,7 +193,7 @@ class LargeObjectView(View):
     def _get(self, request: HttpRequest) -> HttpResponseBase:
         self.object = self.get_object()
         try:
-            self.file = self.get_file()
+            self.file = _opened(self.get_file())
             size = self.file.size
         except FileNotFoundError as exc:
             raise Http404("The file's data is missing.") from exc
@@ -230,6 +261,22 @@ class LargeObjectView(View):
         else:
             body = raw.stream(segments, chunk, data)
         return file_response(request, status, headers, body)
+
+
+def _opened(file: LargeObjectFile | ExternalFile | FieldFile) -> LargeObjectFile | ExternalFile:
+    """Return ``file`` opened for serving: a FieldFile through its storage."""
+    if not isinstance(file, FieldFile):
+        return file
+    if not file:
+        raise FileNotFoundError(f"{file.field} holds no file.")
+    if not isinstance(file.storage, LargeObjectStorage):
+        raise ImproperlyConfigured(
+            f"{file.field} keeps its files in {type(file.storage).__name__}: the large-object "
+            "views serve files of files_app.storage.LargeObjectStorage."
+        )
+    opened = file.storage.open(str(file.name), "rb")
+    assert isinstance(opened, LargeObjectFile)
+    return opened
 
 
 def file_response(
@@ -383,61 +430,86 @@ class SharedFileView(StoredFileView):
     def get_cache_control(self) -> str | None:
         return self.cache_control  # a link's holder is not the public, even for public files
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        try:
-            return super().dispatch(request, *args, **kwargs)
-        except LinkExpired:
-            return HttpResponseGone(
-                "This share link has expired.\n", content_type="text/plain; charset=utf-8"
-            )
-
-
-class LinkExpired(Exception):
-    """A share link's time is up."""
-
 
 class StorageFileView(LargeObjectView):
-    """Serve a file of a :class:`LargeObjectStorage` from the signed URL its ``url()`` made."""
+    """Serve a file of a :class:`LargeObjectStorage` from the signed URL its ``url()`` made:
+    the file the link names, from the database it names, under its own name, until the
+    link expires (410 Gone after). A tampered link, or one with another file name, is 404.
+    """
 
     storage: Storage | None = None
+    link: StorageLink
 
     def get_storage(self) -> LargeObjectStorage:
-        """Return the storage whose objects this view serves."""
-        storage = self.storage or default_large_object_storage()
-        assert isinstance(storage, LargeObjectStorage)
-        return storage
+        """Return a storage of the link's database: this view's ``storage`` or
+        ``STORAGES["default"]`` when it keeps its objects there, else one made for it."""
+        for storage in (self.storage, default_large_object_storage()):
+            if isinstance(storage, LargeObjectStorage) and storage.using == self.link.using:
+                return storage
+        return LargeObjectStorage(using=self.link.using)
 
     def get_object(self) -> Model | None:
-        self.oid = unsign_oid(self.kwargs["token"])
-        if self.oid is None:
+        link = read_link(self.kwargs["token"])
+        if link is None or link_filename(link.name) != self.kwargs.get("filename"):
             raise Http404("Invalid file link.")
+        try:
+            connections[link.using]
+        except ConnectionDoesNotExist:
+            raise Http404("Invalid file link.") from None  # a database this site lost
+        if link.expired():
+            raise LinkExpired()
+        self.link = link
         return None
 
     def get_file(self) -> LargeObjectFile:
-        opened = self.get_storage().open(str(self.oid), "rb")
+        opened = self.get_storage().open(self.link.name, "rb")
         assert isinstance(opened, LargeObjectFile)
         return opened
 
     def get_filename(self) -> str:
-        return str(self.kwargs.get("filename") or self.oid)
+        return link_filename(self.link.name)
 
-    def get_content_type(self) -> str:
-        import mimetypes
 
-        guessed, _ = mimetypes.guess_type(self.get_filename())
-        return guessed or "application/octet-stream"
+if TYPE_CHECKING:
+    _SingleObject = SingleObjectMixin[Model]
+else:  # generic only in django-stubs
+    _SingleObject = SingleObjectMixin
 
-    def get_etag(self) -> str | None:
-        # OIDs can be reused after an unlink; the creation time tells two objects apart.
-        storage = self.get_storage()
-        try:
-            created = storage.get_created_time(str(self.oid)).timestamp()
-        except NotImplementedError:
-            return None
-        return f'"lo-{self.oid}-{created:.3f}"'
 
-    def get_last_modified(self) -> datetime | None:
-        try:
-            return self.get_storage().get_created_time(str(self.oid))
-        except NotImplementedError:
-            return None
+class FieldFileView(_SingleObject, LargeObjectView):
+    """Serve the file of one field of one row of any model, with the range and conditional
+    behaviour of every files_app download::
+
+        path("manuals/<int:pk>/", FieldFileView.as_view(model=Product, field="manual"))
+
+    The row is found as Django's ``DetailView`` finds it (``model`` or ``queryset``,
+    ``pk_url_kwarg``, ``slug_field``, ``slug_url_kwarg``); the field is a ``FileField`` or
+    ``ImageField`` on :class:`LargeObjectStorage`, or a ``LargeObjectField``. The content
+    type comes from the file's name. Anyone may download what the URL names unless
+    :meth:`has_permission` says otherwise (or a decorator such as ``login_required``);
+    refused is a 404, so that a file's existence does not leak.
+    """
+
+    #: The name of the model's file field to serve.
+    field: str = ""
+
+    def has_permission(self) -> bool:
+        """Return whether the request may download ``self.object``'s file (default: yes)."""
+        return True
+
+    def get_object(self, queryset: QuerySet[Any] | None = None) -> Model:
+        found: Model = super().get_object(queryset)
+        self.object = found
+        if not self.has_permission():
+            raise Http404("No such file.")
+        return found
+
+    def get_file(self) -> FieldFile:
+        if not self.field:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__} needs field=, the name of the model's file field."
+            )
+        file = getattr(self.object, self.field)
+        if not isinstance(file, FieldFile):
+            raise ImproperlyConfigured(f"{self.field!r} is not a file field of {self.model}.")
+        return file

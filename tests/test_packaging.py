@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -13,28 +14,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
-    # Build from a copy: setuptools writes build/ and *.egg-info next to pyproject.toml.
+def _build(tmp_path: Path, *command: str) -> None:
+    """Run a build ``command`` (its output into ``tmp_path``) on a copy of the repository:
+    setuptools writes build/ and *.egg-info next to pyproject.toml."""
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "__pycache__"))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(source),
-        ],
+        [sys.executable, "-m", *command, str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
+    _build(tmp_path, "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path))
     (wheel,) = tmp_path.glob("django_files_app-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -44,3 +40,23 @@ def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
     assert "files_app/templates/admin/files_app/storedfile/change_list.html" in names
     assert "files_app/static/files_app/upload-progress.js" in names
     assert not [n for n in names if n.startswith(("minicloud/", "tests/", "bench/"))]
+    # The licence the metadata declares ships with it (PEP 639).
+    (license_file,) = [n for n in names if n.endswith("/licenses/LICENSE")]
+    with zipfile.ZipFile(wheel) as archive:
+        assert b"MIT License" in archive.read(license_file)
+        metadata = archive.read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata
+    assert "License-File: LICENSE" in metadata
+
+
+@pytest.mark.slow
+def test_the_sdist_has_the_app_and_its_licence_and_no_half_test_suite(tmp_path: Path) -> None:
+    _build(tmp_path, "build", "--sdist", "--outdir", str(tmp_path))
+    (sdist,) = tmp_path.glob("django_files_app-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
+    assert "LICENSE" in names
+    assert "files_app/storage.py" in names
+    assert "files_app/migrations/0001_initial.py" in names
+    # No test file without the conftest, settings and data it needs: no tests at all.
+    assert not [n for n in names if n.startswith(("tests/", "bench/", "minicloud/"))]

@@ -18,7 +18,13 @@ from django.db import transaction
 from django.test import override_settings
 
 from files_app import largeobjects
-from files_app.storage import LargeObjectFile, LargeObjectStorage, oid_from_name, unsign_oid
+from files_app.storage import (
+    LargeObjectFile,
+    LargeObjectStorage,
+    StorageLink,
+    oid_from_name,
+    read_link,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -249,15 +255,30 @@ def test_url_is_signed_and_resolves_to_the_view(storage: LargeObjectStorage, sto
     url = storage.url(stored)
     token = url.split("/")[-2]
     assert url.startswith("/files/lo/") and url.endswith("/data.bin")
-    assert unsign_oid(token) == oid_from_name(stored)
-    assert unsign_oid(token.replace(token[-1], "A" if token[-1] != "A" else "B")) is None
+    assert read_link(token) == StorageLink(stored, "default", None)
+    assert read_link(token.replace(token[-1], "A" if token[-1] != "A" else "B")) is None
     assert str(oid_from_name(stored)) not in url.replace(token, "")
 
 
 def test_url_with_a_base_url() -> None:
     storage = LargeObjectStorage(base_url="https://cdn.example/lo/")
     url = storage.url("dir/42/a b.txt")
-    assert url.startswith("https://cdn.example/lo/42:") and url.endswith("/a%20b.txt")
+    assert url.startswith("https://cdn.example/lo/") and url.endswith("/a%20b.txt")
+    assert read_link(url.split("/")[-2]) == StorageLink("dir/42/a b.txt", "default", None)
+
+
+def test_url_carries_its_expiry(storage: LargeObjectStorage) -> None:
+    soon = read_link(storage.url("dir/42/a.txt", expire=60).split("/")[-2])
+    assert soon is not None and soon.expires is not None and not soon.expired()
+    assert 55 <= soon.expires - datetime.now(UTC).timestamp() <= 61
+    by_default = LargeObjectStorage(url_expire=timedelta(seconds=-1)).url("dir/42/a.txt")
+    past = read_link(by_default.split("/")[-2])
+    assert past is not None and past.expired()
+
+
+def test_listdir_says_why_it_cannot(storage: LargeObjectStorage) -> None:
+    with pytest.raises(NotImplementedError, match="no name"):
+        storage.listdir("")
 
 
 def test_available_name_leaves_room_for_the_oid(storage: LargeObjectStorage) -> None:

@@ -11,6 +11,7 @@ import re
 import string
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 from urllib.parse import unquote
@@ -453,19 +454,114 @@ def test_storage_url_of_a_named_file_uses_its_base_name(client: Client) -> None:
 
 def test_storage_url_with_a_tampered_token_is_404(client: Client) -> None:
     name = default_storage.save("t.txt", ContentFile(b"x"))
+    other = default_storage.save("u.txt", ContentFile(b"y"))
     try:
         url = default_storage.url(name)
         token = url.split("/")[-2]
-        oid, signature = token.split(":", 1)
+        payload, signature = token.rsplit(":", 1)
         forged = [
-            url.replace(token, f"{oid}:{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}"),
-            url.replace(token, f"{int(oid) + 1}:{signature}"),
-            url.replace(token, oid),
+            url.replace(
+                token, f"{payload}:{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}"
+            ),
+            url.replace(token, payload),
+            url.replace(token, default_storage.url(other).split("/")[-2]),  # another's token
         ]
         for path in forged:
             assert client.get(path).status_code == 404, path
     finally:
         default_storage.delete(name)
+        default_storage.delete(other)
+
+
+def test_a_storage_link_serves_its_file_under_its_own_name_only(client: Client) -> None:
+    name = default_storage.save("notes/readme.txt", ContentFile(b"plain text"))
+    try:
+        url = default_storage.url(name)
+        assert client.get(url).status_code == 200
+        # The file name is inside the signature: the same token under another name (one a
+        # browser would render, say) is not a link to anything.
+        for renamed in ("evil.html", "readme.txt.html", "README.txt"):
+            assert client.get(url.replace("/readme.txt", f"/{renamed}")).status_code == 404
+    finally:
+        default_storage.delete(name)
+
+
+def test_a_storage_link_expires(client: Client, settings: SettingsWrapper) -> None:
+    from django.core.files.storage import storages
+
+    from files_app.storage import LargeObjectStorage
+
+    storage = storages["default"]
+    assert isinstance(storage, LargeObjectStorage)
+    name = storage.save("soon.txt", ContentFile(b"for a while"))
+    try:
+        assert _body(client.get(storage.url(name, expire=60))) == b"for a while"
+        expired = client.get(storage.url(name, expire=timedelta(seconds=-1)))
+        assert expired.status_code == 410
+        assert b"expired" in expired.content
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "files_app.storage.LargeObjectStorage",
+                "OPTIONS": {"url_expire": 0},
+            },
+        }
+        from django.core.files.storage import default_storage as configured
+
+        assert client.get(configured.url(name)).status_code == 410  # the storage's default
+    finally:
+        default_storage.delete(name)
+
+
+@pytest.mark.parametrize("name", ["manuals/legacy.pdf", "docs/999999/nope.txt", "", "x/y/z"])
+def test_a_storage_url_never_raises_and_a_missing_file_is_404(client: Client, name: str) -> None:
+    """Like other storages' url(): a well-formed name always gets a URL (a legacy name, one
+    whose object is gone, one of no object at all), and the view says 404."""
+    url = default_storage.url(name)
+    assert client.get(url).status_code == 404
+
+
+@pytest.fixture
+def second_database() -> Iterator[str]:
+    """A second PostgreSQL database, on the same server, as the alias ``"second"``."""
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    alias = "second"
+    base = connections["default"].settings_dict
+    name = f"{base['NAME']}_second"
+    quoted = connection.ops.quote_name(name)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {quoted}")
+        cursor.execute(f"CREATE DATABASE {quoted}")
+    # A connection made at run time, as a project may add one (and Django's test case
+    # allows those): the alias is in ``connections``, not in the settings of this suite.
+    wrapper = load_backend(base["ENGINE"]).DatabaseWrapper({**base, "NAME": name}, alias)
+    connections[alias] = wrapper
+    try:
+        yield alias
+    finally:
+        wrapper.close()
+        del connections[alias]
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {quoted}")
+
+
+def test_a_storage_link_of_another_database_downloads(
+    client: Client, second_database: str
+) -> None:
+    from files_app.storage import LargeObjectStorage
+
+    storage = LargeObjectStorage(using=second_database)
+    data = b"kept in the second database"
+    name = storage.save("manuals/guide.txt", ContentFile(data))
+    url = storage.url(name)
+    response = client.get(url)
+    assert (response.status_code, _body(response)) == (200, data)
+    partial = client.get(url, headers={"Range": "bytes=8-13"})
+    assert (partial.status_code, _body(partial)) == (206, data[8:14])
+    # The same name in the default database is another object, or none: never served.
+    assert client.get(default_storage.url(name)).status_code == 404
 
 
 def test_storage_url_of_a_deleted_object_is_404(client: Client) -> None:
@@ -651,3 +747,19 @@ def test_a_missing_object_is_404_without_aborting_the_transaction(
     with transaction.atomic():
         assert Client().get(stored.get_absolute_url()).status_code == 404
         assert StoredFile.objects.filter(pk=stored.pk).exists()  # still usable
+
+
+def test_a_form_shows_a_legacy_name_of_a_file_field(client: Client) -> None:
+    """A row whose name is not of files_app's form (written before STORAGES changed, or by
+    loaddata) renders in a form or the admin, with a link that answers 404."""
+    from django import forms
+
+    from tests.testapp.models import Photo
+
+    photo = Photo(image="photos/1/a.png", width=1, height=1)
+    photo.attachment.name = "manuals/legacy.pdf"
+    form = forms.modelform_factory(Photo, fields=["attachment"])(instance=photo)
+    html = form.as_p()
+    assert "manuals/legacy.pdf" in html
+    (link,) = re.findall(r'href="([^"]+)"', html)
+    assert client.get(link).status_code == 404
