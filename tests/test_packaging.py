@@ -47,6 +47,11 @@ def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
         metadata = archive.read(next(n for n in names if n.endswith("/METADATA"))).decode()
     assert "License-Expression: MIT" in metadata
     assert "License-File: LICENSE" in metadata
+    # The description on an index is written for adopters: no repository commands.
+    assert "Description-Content-Type: text/markdown" in metadata
+    description = metadata.split("\n\n", 1)[1]
+    assert description.startswith("# Adopting files_app in your own project")
+    assert "./test" not in description and "./run" not in description
 
 
 @pytest.mark.slow

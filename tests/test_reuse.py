@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -456,6 +457,23 @@ print(make_share_url(stored.uuid, stored.name, timedelta(hours=1)))
 """
 
 
+def _migrate_and_test(bin_: Path, project: Path, expected: str) -> dict[str, str]:
+    """Make the catalog app's migrations, check the project and run its own pytest-django
+    tests, which must report ``expected``; return the environment they ran in."""
+    (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = shop.settings\n")
+    env = _clean_env()
+    manage = [str(bin_ / "python"), "manage.py"]
+    _run(*manage, "makemigrations", "catalog", cwd=project, env=env)
+    _run(*manage, "check", cwd=project, env=env)
+    result = subprocess.run(
+        [str(bin_ / "pytest"), "-p", "no:cacheprovider", "-rA", "catalog"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout, result.stdout
+    return env
+
+
 def test_an_adopters_project_keeps_its_files_and_its_rules(
     tmp_path: Path, scratch_database: str, adopter_venv: Path
 ) -> None:
@@ -482,19 +500,9 @@ def test_an_adopters_project_keeps_its_files_and_its_rules(
         f.write(ADOPTER_SETTINGS.format(url=database_url(settings), files_url=database_url(files)))
     (project / "shop" / "urls.py").write_text(ADOPTER_URLS)
     (project / "shop" / "wsgi.py").write_text(ADOPTER_WSGI)
-    (project / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = shop.settings\n")
-
-    env = _clean_env()
-    manage = [str(bin_ / "python"), "manage.py"]
-    _run(*manage, "makemigrations", "catalog", cwd=project, env=env)
-    _run(*manage, "check", cwd=project, env=env)
     # The adopter's own pytest-django tests, in TestCase (one outer transaction each).
-    result = subprocess.run(
-        [str(bin_ / "pytest"), "-p", "no:cacheprovider", "-rA", "catalog"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "10 passed" in result.stdout, result.stdout
+    env = _migrate_and_test(bin_, project, "10 passed")
+    manage = [str(bin_ / "python"), "manage.py"]
 
     # Twice on a reused test database: nothing a flush orphaned is left, however many runs.
     reuse = [str(bin_ / "pytest"), "-p", "no:cacheprovider", "--reuse-db", "-q"]
@@ -532,3 +540,45 @@ def test_an_adopters_project_keeps_its_files_and_its_rules(
             f"http://127.0.0.1:{port}{share}", headers={"Range": "bytes=0-11"}
         )
         assert (status, body) == (206, b"public bytes")
+
+
+GUIDE = ROOT / "docs" / "adopting.md"
+
+
+def _guide_files() -> list[tuple[str, bool, str]]:
+    """Return the guide's Python blocks that name a file: (path, appended, code)."""
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+    files = []
+    for block in blocks:
+        first, _, code = block.partition("\n")
+        match = re.fullmatch(r"# (\S+\.py)( \(add\))?", first)
+        if match:
+            files.append((match[1], bool(match[2]), code))
+    return files
+
+
+def test_every_code_block_of_the_guide_names_its_file() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+    assert len(_guide_files()) == len(blocks) == 4
+
+
+def test_the_adopting_guide_builds_a_working_project(
+    tmp_path: Path, scratch_database: str, adopter_venv: Path
+) -> None:
+    """docs/adopting.md, block by block, in a new project: its tests pass."""
+    bin_ = adopter_venv
+    project = tmp_path / "project"
+    project.mkdir()
+    _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
+    for package in ("catalog", "catalog/tests"):
+        (project / package).mkdir()
+        (project / package / "__init__.py").write_text("")
+    for path, appended, code in _guide_files():
+        with open(project / path, "a" if appended else "w") as f:
+            f.write("\n" + code)
+    # This machine's database, in place of the guide's "shop" on localhost.
+    settings = dict(connection.settings_dict, NAME=scratch_database)
+    with open(project / "shop" / "settings.py", "a") as f:
+        f.write(f"\nimport dj_database_url\n\nDATABASES = {{'default': dj_database_url.parse("
+                f"{database_url(settings)!r})}}\n")  # fmt: skip
+    _migrate_and_test(bin_, project, "2 passed")
