@@ -23,7 +23,7 @@ from uuid import uuid4
 
 import pytest
 
-from tests.polling import settled
+from tests.polling import settled, wait_until
 from tests.reliability.conftest import MiB, OwnDatabase, manage
 from tests.servers import SERVER_KINDS, Server, free_port, running_server
 
@@ -72,8 +72,7 @@ class Proxy:
                 time.sleep(self.delay)
         except OSError:
             pass
-        for sock in (client, upstream):
-            sock.close()
+        _close(client, upstream)
 
     def _down(self, upstream: socket.socket, client: socket.socket) -> None:
         try:
@@ -81,11 +80,20 @@ class Proxy:
                 client.sendall(data)
         except OSError:
             pass
-        for sock in (client, upstream):
-            sock.close()
+        _close(client, upstream)
 
     def close(self) -> None:
         self.listener.close()
+
+
+def _close(*sockets: socket.socket) -> None:
+    """Close both ends of a relay: shut down first, which wakes the other relay thread
+    blocked in recv() on the same socket (close() alone would not, nor send the peer a FIN,
+    and the client would wait for ever)."""
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +211,13 @@ def test_a_killed_server_resumes_after_restart(
             assert failed, "the upload survived its server's SIGKILL"
             durable = _server_offset(own_database)
             assert 16 * MiB <= durable < len(DATA)
+            # The killed server's sessions end when PostgreSQL notices; one still in a
+            # transaction (holding the upload's row) would make the resume's HEAD wait.
+            wait_until(
+                lambda: all(state == "idle" for state, _ in own_database.backends()),
+                60,
+                f"sessions still busy after the {kind} server was killed",
+            )
         proxy.delay = 0
         with running_server(kind, own_database.url, project="minicloud", port=port) as again:
             resumed = _uploader(uploader.url, headers, url=uploader.url)
