@@ -165,13 +165,19 @@ def _gunicorn(bin_: Path, project: Path, env: dict[str, str]) -> Iterator[int]:
         server.wait(30)
 
 
+def _startproject(bin_: Path, tmp_path: Path) -> Path:
+    """Return a new ``django-admin startproject shop`` in ``tmp_path``."""
+    project = tmp_path / "project"
+    project.mkdir()
+    _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
+    return project
+
+
 def test_a_new_project_on_the_newest_django_uses_the_wheel(
     tmp_path: Path, scratch_database: str, adopter_venv: Path
 ) -> None:
     bin_ = adopter_venv
-    project = tmp_path / "project"
-    project.mkdir()
-    _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
+    project = _startproject(bin_, tmp_path)
     (project / "invoices").mkdir()
     (project / "invoices" / "__init__.py").write_text("")
     (project / "invoices" / "models.py").write_text(textwrap.dedent(MODELS))
@@ -478,9 +484,7 @@ def test_an_adopters_project_keeps_its_files_and_its_rules(
     tmp_path: Path, scratch_database: str, adopter_venv: Path
 ) -> None:
     bin_ = adopter_venv
-    project = tmp_path / "project"
-    project.mkdir()
-    _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
+    project = _startproject(bin_, tmp_path)
     app = project / "catalog"
     (app / "templates" / "catalog").mkdir(parents=True)
     (app / "tests").mkdir()
@@ -567,9 +571,7 @@ def test_the_adopting_guide_builds_a_working_project(
 ) -> None:
     """docs/adopting.md, block by block, in a new project: its tests pass."""
     bin_ = adopter_venv
-    project = tmp_path / "project"
-    project.mkdir()
-    _run(str(bin_ / "django-admin"), "startproject", "shop", str(project), cwd=tmp_path)
+    project = _startproject(bin_, tmp_path)
     for package in ("catalog", "catalog/tests"):
         (project / package).mkdir()
         (project / package / "__init__.py").write_text("")
