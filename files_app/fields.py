@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 from django.core.files.base import File
+from django.core.files.images import ImageFile
 from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models.fields.files import FieldFile
 
 from files_app.digests import Digest, Hasher
-from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, oid_from_name
+from files_app.storage import (
+    LargeObjectStorage,
+    LargeObjectUploadedFile,
+    describe_name,
+    name_parts,
+    object_key,
+    object_name,
+    oid_from_name,
+)
 
-__all__ = ["LargeObjectField", "LargeObjectFieldFile"]
+__all__ = [
+    "LargeObjectField",
+    "LargeObjectFieldFile",
+    "LargeObjectImageField",
+    "LargeObjectImageFieldFile",
+]
+
+if TYPE_CHECKING:
+    from files_app.largeobjects import Description
 
 
 class HashingReader(File):  # type: ignore[type-arg]
@@ -63,10 +81,16 @@ class WrittenObject:
 
 
 class LargeObjectFieldFile(FieldFile):
-    """The file in a :class:`LargeObjectField`; its name is the object's OID."""
+    """The file in a :class:`LargeObjectField`; its name is the object's OID.
+
+    The file name and media type it was saved with are kept with the object:
+    :attr:`filename` and :attr:`content_type` read them (one query, then kept), ``str()``
+    gives the file name (so forms and the admin show it) and :attr:`url` ends with it.
+    """
 
     #: The object :meth:`save` wrote last, with the digest of its bytes computed on the way.
     written: WrittenObject | None = None
+    _described: tuple[str, Description | None] | None = None
 
     def save(self, name: str, content: Any, save: bool = True) -> None:
         digest: Digest | None = None
@@ -94,6 +118,46 @@ class LargeObjectFieldFile(FieldFile):
     def oid(self) -> int | None:
         """Return the large object's OID, or None when the field is empty."""
         return oid_from_name(self.name)
+
+    def description(self) -> Description | None:
+        """Return what files_app recorded with the object (None if there is no object)."""
+        name = str(self.name or "")
+        if self._described is None or self._described[0] != name:
+            described = None
+            if name and isinstance(self.storage, LargeObjectStorage):
+                with suppress(FileNotFoundError):
+                    described = self.storage.describe(name)[1]
+            self._described = (name, described)
+        return self._described[1]
+
+    @property
+    def filename(self) -> str | None:
+        """Return the name the file was saved with (no directories), or None if unknown."""
+        described = self.description()
+        return described.name if described else None
+
+    @property
+    def content_type(self) -> str | None:
+        """Return the media type recorded when the file was saved, or None if unknown."""
+        described = self.description()
+        return described.content_type if described else None
+
+    def storage_name(self) -> str:
+        """Return the storage name that says which object this is and what it is called:
+        ``<oid>-<key>/<filename>`` when files_app recorded them, else the OID."""
+        described = self.description()
+        key = object_key(described) if described else None
+        if self.oid is None or described is None or key is None:
+            return str(self.name or "")
+        return object_name("", self.oid, key, described.name or "")
+
+    @property
+    def url(self) -> str:
+        self._require_file()  # type: ignore[attr-defined]
+        return str(self.storage.url(self.storage_name()))
+
+    def __str__(self) -> str:
+        return (self.filename or self.name or "") if self.name else ""
 
 
 class LargeObjectField(models.FileField):
@@ -163,5 +227,45 @@ class LargeObjectField(models.FileField):
             raise ValueError(f"{name!r} does not name a large object.")
         return oid
 
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        if not prepared:
+            # A name with a key (dumpdata writes them) names one object: refuse to point a
+            # row at another object that has its OID here (loaddata into another database,
+            # a restore), whose bytes are someone else's and which the row would unlink.
+            name = value.name if isinstance(value, FieldFile) else value
+            parts = name_parts(name) if isinstance(name, str) else None
+            if parts is not None and parts[1] is not None:
+                try:
+                    describe_name(str(name), connection.alias)
+                except FileNotFoundError as exc:
+                    raise ValueError(str(exc)) from None
+        return super().get_db_prep_value(value, connection, prepared)
+
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> str | None:
         return None if value is None else str(value)
+
+    def value_to_string(self, obj: Any) -> str:
+        # dumpdata: the OID with the object's key and file name ("<oid>-<key>/<name>"),
+        # which loaddata checks against the object it finds at that OID.
+        file = self.value_from_object(obj)
+        return file.storage_name() if file else ""
+
+
+class LargeObjectImageFieldFile(ImageFile, LargeObjectFieldFile):
+    """The image in a :class:`LargeObjectImageField`: ``width`` and ``height`` too."""
+
+    def delete(self, save: bool = True) -> None:
+        if hasattr(self, "_dimensions_cache"):
+            del self._dimensions_cache
+        super().delete(save)
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+
+
+class LargeObjectImageField(LargeObjectField, models.ImageField):
+    """A :class:`LargeObjectField` for images, as ``ImageField`` is a ``FileField`` for
+    them: forms check that an upload is an image (Pillow), the file has ``width`` and
+    ``height``, and ``width_field``/``height_field`` keep them in columns."""
+
+    attr_class = LargeObjectImageFieldFile
+    description = "An image stored in a PostgreSQL large object"

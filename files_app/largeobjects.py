@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import itertools
 import re
+import secrets
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote, unquote
 
 from django.db import DatabaseError, NotSupportedError, connections, transaction
 
@@ -113,10 +116,101 @@ def _is_psycopg3(connection: Any) -> bool:
     return bool(is_psycopg3)
 
 
-def create(using: str, *, unadopted: bool = False) -> int:
-    """Create an empty large object owned by files_app and return its OID.
+@dataclass(frozen=True)
+class Description:
+    """What files_app's comment on a large object says of it.
 
-    ``unadopted`` marks it as an upload's that no row has adopted yet (see :func:`adopt`).
+    ``created_ms``: when files_app created it (the database's clock, whole milliseconds),
+    None for an object files_app did not create; ``key``: a random identity (objects made
+    before keys have none), which names carry beside the OID; ``name`` and
+    ``content_type``: the file name and media type it was saved with, if any.
+    """
+
+    created_ms: int | None = None
+    key: str | None = None
+    name: str | None = None
+    content_type: str | None = None
+    unadopted: bool = False
+
+    @property
+    def created(self) -> float | None:
+        """Return :attr:`created_ms` as Unix time."""
+        return None if self.created_ms is None else self.created_ms / 1000
+
+    def comment(self) -> str:
+        """Return the comment that says this (``files_app created=S.mmm [key=…] [name=…]
+        [type=…] [unadopted]``; values percent-encoded, so the comment is plain ASCII
+        without quotes, or spaces inside a value)."""
+        assert self.created_ms is not None
+        parts = [OWNER_TAG, f"created={self.created_ms // 1000}.{self.created_ms % 1000:03d}"]
+        if self.key:
+            parts.append(f"key={self.key}")
+        if self.name:
+            parts.append(f"name={quote(self.name, safe='')}")
+        if self.content_type:
+            parts.append(f"type={quote(self.content_type, safe='')}")
+        if self.unadopted:
+            parts.append(UNADOPTED)  # last: the sweeper matches "files_app % unadopted"
+        return " ".join(parts)
+
+    @classmethod
+    def parse(cls, comment: str | None) -> Description:
+        """Return what ``comment`` says; an empty Description if it is not files_app's."""
+        found = _OWN_COMMENT.fullmatch(comment or "")
+        if found is None:
+            return cls()
+        values = dict(
+            item.split("=", 1) for item in (found["values"] or "").split() if "=" in item
+        )
+        return cls(
+            created_ms=int(found["seconds"]) * 1000 + int((found["millis"] or "").ljust(3, "0")),
+            key=values.get("key") or None,
+            name=unquote(values["name"]) if "name" in values else None,
+            content_type=unquote(values["type"]) if "type" in values else None,
+            unadopted=found["unadopted"] is not None,
+        )
+
+
+# files_app's own comment; old ones have only "created=".
+_OWN_COMMENT = re.compile(
+    rf"{OWNER_TAG} created=(?P<seconds>[0-9]+)(?:\.(?P<millis>[0-9]{{1,3}})[0-9]*)?"
+    rf"(?P<values>(?: [a-z]+=[A-Za-z0-9%._~-]*)*)(?P<unadopted> {UNADOPTED})?"
+)
+
+
+KEY_LENGTH = 8
+_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_key() -> str:
+    """Return a random key for a new object (8 base-36 digits, 41 bits)."""
+    number, text = secrets.randbelow(36**KEY_LENGTH), ""
+    for _ in range(KEY_LENGTH):
+        number, digit = divmod(number, 36)
+        text = _DIGITS36[digit] + text
+    return text
+
+
+def _set_comment(cur: Any, oid: int, description: Description) -> None:
+    comment = description.comment()
+    # COMMENT takes no bind parameters: the comment is built of digits, letters and
+    # percent-encoded values only (checked here), and is run without parameters.
+    if not _OWN_COMMENT.fullmatch(comment):
+        raise ValueError(f"Not a comment files_app writes: {comment!r}")
+    cur.execute(f"COMMENT ON LARGE OBJECT {oid:d} IS '{comment}'")
+
+
+def create_described(
+    using: str,
+    *,
+    unadopted: bool = False,
+    name: str | None = None,
+    content_type: str | None = None,
+) -> tuple[int, Description]:
+    """Create an empty large object owned by files_app; return its OID and its description.
+
+    ``unadopted`` marks it as an upload's that no row has adopted yet (see :func:`adopt`);
+    ``name`` and ``content_type`` are recorded with it.
     """
     with cursor(using) as cur:
         # The database's clock, as the sweeper's cutoff (one clock, however many app
@@ -125,36 +219,57 @@ def create(using: str, *, unadopted: bool = False) -> int:
             "SELECT lo_create(0), floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
         )
         oid, millis = (int(value) for value in cur.fetchone())
-        mark = f" {UNADOPTED}" if unadopted else ""
-        # COMMENT takes no bind parameters; both values are numbers we made.
+        description = Description(millis, new_key(), name or None, content_type or None, unadopted)
+        _set_comment(cur, oid, description)
+    return oid, description
+
+
+def create(using: str, *, unadopted: bool = False) -> int:
+    """Create an empty large object owned by files_app and return its OID
+    (:func:`create_described`)."""
+    return create_described(using, unadopted=unadopted)[0]
+
+
+def describe(oid: int, using: str) -> Description | None:
+    """Return what files_app's comment says of the object (an empty Description for an
+    object files_app did not create), or None if there is no such object."""
+    with cursor(using) as cur:
         cur.execute(
-            f"COMMENT ON LARGE OBJECT {oid:d} IS "
-            f"'{OWNER_TAG} created={millis // 1000}.{millis % 1000:03d}{mark}'"
+            "SELECT d.description FROM pg_catalog.pg_largeobject_metadata m "
+            "LEFT JOIN pg_catalog.pg_description d ON d.objoid = m.oid "
+            "AND d.classoid = 'pg_catalog.pg_largeobject'::regclass AND d.objsubid = 0 "
+            "WHERE m.oid = %s::oid",
+            (oid,),
         )
-    return oid
+        row = cur.fetchone()
+    return None if row is None else Description.parse(row[0])
 
 
-def adopt(oid: int, using: str) -> None:
-    """Take the "unadopted" mark off an object :func:`create` made for an upload.
+def adopt(
+    oid: int, using: str, *, name: str | None = None, content_type: str | None = None
+) -> Description | None:
+    """Take the "unadopted" mark off an object :func:`create` made for an upload, and
+    record ``name`` and ``content_type`` (when given) with it; return its description, or
+    None for an object files_app did not create (left as it is).
 
     Transactional like any statement: if the caller's transaction rolls back, the object
     is unadopted again, and the sweeper frees it.
     """
-    with cursor(using) as cur:
-        cur.execute(
-            "SELECT d.description FROM pg_catalog.pg_description d WHERE d.objoid = %s::oid "
-            "AND d.classoid = 'pg_catalog.pg_largeobject'::regclass AND d.objsubid = 0",
-            (oid,),
-        )
-        row = cur.fetchone()
-        description = str(row[0]) if row else ""
-        kept = description.removesuffix(f" {UNADOPTED}")
-        if kept == description or not _OWN_COMMENT.fullmatch(kept):
-            return  # not marked (or not files_app's own comment): nothing to take off
-        cur.execute(f"COMMENT ON LARGE OBJECT {oid:d} IS '{kept}'")
-
-
-_OWN_COMMENT = re.compile(rf"{OWNER_TAG} created=[0-9]+\.[0-9]+")
+    described = describe(oid, using)
+    if described is None:
+        raise FileNotFoundError(f"Large object {oid} does not exist.")
+    if described.created_ms is None:
+        return None
+    adopted = replace(
+        described,
+        name=name or described.name,
+        content_type=content_type or described.content_type,
+        unadopted=False,
+    )
+    if adopted != described:
+        with cursor(using) as cur:
+            _set_comment(cur, oid, adopted)
+    return adopted
 
 
 def unlink_unadopted(oid: int, using: str) -> bool:
@@ -409,13 +524,7 @@ def referenced_function(using: str) -> str | None:
 
 def created_at(oid: int, using: str) -> float | None:
     """Return when files_app created the large object (Unix time), or None if unknown."""
-    with cursor(using) as cur:
-        cur.execute(
-            "SELECT m.oid, substring(obj_description(m.oid, 'pg_largeobject') "
-            "FROM 'created=([0-9.]+)') FROM pg_largeobject_metadata m WHERE m.oid = %s::oid",
-            (oid,),
-        )
-        row = cur.fetchone()
-    if row is None:
+    described = describe(oid, using)
+    if described is None:
         raise FileNotFoundError(f"Large object {oid} does not exist.")
-    return float(row[1]) if row[1] else None
+    return described.created

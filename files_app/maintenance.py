@@ -238,8 +238,9 @@ def ensure_reference_function(using: str) -> None:
         install_reference_function(using)
 
 
-# A storage name is "[dir/]<oid>/<basename>" or "<oid>"; this is the same rule in SQL.
-NAME_OID_PATTERN = r"^(?:.*/)?([0-9]{1,10})(?:/[^/]+)?$"
+# A storage name is "[dir/]<oid>-<key>/<basename>", "[dir/]<oid>/<basename>" or "<oid>"
+# (storage.name_parts); this is the same rule in SQL.
+NAME_OID_PATTERN = r"^(?:.*/)?([0-9]{1,10})(?:-[0-9a-z]{1,10})?(?:/[^/]+)?$"
 
 
 # Objects per query of the sweeper: each query looks at the next WINDOW objects of the

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import io
+import mimetypes
 import os
 import posixpath
+import re
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -37,20 +39,91 @@ else:
     _BytesFile = File
 
 URL_SALT = "files_app.storage.url"
-# Room that _save() adds to a name for the "<oid>/" directory.
-OID_DIR_LENGTH = 11
+# Room that _save() adds to a name for the "<oid>-<key>/" directory.
+OID_DIR_LENGTH = 10 + 1 + largeobjects.KEY_LENGTH + 1
 
 
-def oid_from_name(name: str | None) -> int | None:
-    """Return the OID in a storage name ("[dir/]<oid>/<basename>" or "<oid>"), or None."""
+_KEY_DIGITS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+def object_key(description: largeobjects.Description) -> str | None:
+    """Return the key that names say an object by, beside its OID: a random identity
+    recorded with it, which an OID used again (in this or another database) does not share.
+    None for an object made before keys, or not by files_app."""
+    return description.key
+
+
+def name_parts(name: str | None) -> tuple[int, str | None] | None:
+    """Return the OID in a storage name and the object's key, if the name has one, or None
+    if it names no large object.
+
+    Names are "[dir/]<oid>-<key>/<basename>"; "[dir/]<oid>/<basename>" (before keys) and a
+    bare "<oid>" (a LargeObjectField's) name an object by its OID alone.
+    """
     if not name:
         return None
     parts = str(name).split("/")
     candidate = parts[0] if len(parts) == 1 else parts[-2]
-    if not (candidate.isascii() and candidate.isdigit()) or len(candidate) > 10:
+    digits, _, key = candidate.partition("-")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
         return None
-    oid = int(candidate)
-    return oid if 0 < oid < 2**32 else None
+    if "-" in candidate and not (0 < len(key) <= 10 and set(key) <= _KEY_DIGITS):
+        return None
+    oid = int(digits)
+    return (oid, key or None) if 0 < oid < 2**32 else None
+
+
+def oid_from_name(name: str | None) -> int | None:
+    """Return the OID in a storage name (see :func:`name_parts`), or None."""
+    parts = name_parts(name)
+    return None if parts is None else parts[0]
+
+
+def recorded_type(name: str, declared: str | None) -> str | None:
+    """Return the media type to record with a file saved as ``name``: the one its name says,
+    as FileSystemStorage's files are served, else the one the upload declared (browsers
+    declare what the client's system maps the name to, Django's test files "text/plain"),
+    unless that says nothing ("application/octet-stream")."""
+    guessed = mimetypes.guess_type(name)[0] if name else None
+    if guessed:
+        return guessed
+    essence = (declared or "").split(";")[0].strip().lower()
+    if _MEDIA_TYPE.fullmatch(essence) and essence != "application/octet-stream":
+        return essence
+    return None
+
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
+def describe_name(name: str, using: str) -> tuple[int, largeobjects.Description]:
+    """Return the OID of the object ``name`` names in database ``using``, and what
+    files_app recorded of it.
+
+    Raise FileNotFoundError if there is no such object, or if the object at that OID is
+    not the one the name describes: a name with a key ("<oid>-<key>/…") names the object
+    files_app created at that OID at that time, not another object that took the OID later
+    or in another database (a restore, ``loaddata`` elsewhere). Names without a key (older
+    ones, a bare OID) name whatever object has the OID.
+    """
+    parts = name_parts(name)
+    if parts is None:
+        raise FileNotFoundError(f"{name!r} is not the name of a large object.")
+    oid, key = parts
+    described = largeobjects.describe(oid, using)
+    if described is None:
+        raise FileNotFoundError(f"Large object {oid} ({name!r}) does not exist.")
+    if key is not None and object_key(described) != key:
+        raise FileNotFoundError(
+            f"Large object {oid} is not the file {name!r} names: another object has its OID "
+            "(the database was restored or loaded from elsewhere?)."
+        )
+    return oid, described
+
+
+def object_name(directory: str, oid: int, key: str | None, basename: str) -> str:
+    """Return the storage name of object ``oid`` saved as ``directory/basename``."""
+    return posixpath.join(directory, f"{oid}-{key}" if key else str(oid), basename or str(oid))
 
 
 class SizeMismatch(Exception):
@@ -204,9 +277,12 @@ class LargeObjectFile(_BytesFile):
         size: int | None = None,
         *,
         using: str | None = None,
+        description: largeobjects.Description | None = None,
     ) -> None:
         # using: read from another database than the storage's (a hot standby of it).
+        # description: what files_app's comment says of the object, if it was read.
         self.raw = LargeObjectIO(oid, using or storage.using, size)
+        self.description = description
         self.buffered = io.BufferedReader(self.raw, buffer_size=storage.chunk_size)
         super().__init__(self.buffered, name)
         self.oid = oid
@@ -249,12 +325,40 @@ class LargeObjectFile(_BytesFile):
 
     def reopened(self) -> LargeObjectFile:
         """Return this object again, its size read from the database."""
-        return LargeObjectFile(str(self.name), self.oid, self._storage, using=self.raw.using)
+        return LargeObjectFile(
+            str(self.name),
+            self.oid,
+            self._storage,
+            using=self.raw.using,
+            description=self.description,
+        )
+
+    def described(self) -> largeobjects.Description:
+        """Return what files_app's comment says of the object (read once)."""
+        if self.description is None:
+            self.description = largeobjects.describe(self.oid, self.raw.using)
+            if self.description is None:
+                raise FileNotFoundError(f"Large object {self.oid} does not exist.")
+        return self.description
 
     def created_time(self) -> datetime | None:
         """Return when files_app created the object, or None for an object it did not."""
-        created = largeobjects.created_at(self.oid, self.raw.using)
+        created = self.described().created
         return None if created is None else datetime.fromtimestamp(created, tz=UTC)
+
+    @property
+    def filename(self) -> str:
+        """Return the file's name without directories: the name's last part, or for a bare
+        OID (a LargeObjectField's) the name recorded with the object, if any."""
+        name = str(self.name)
+        if "/" in name:
+            return name.rsplit("/", 1)[-1]
+        return self.described().name or name
+
+    @property
+    def content_type(self) -> str | None:
+        """Return the media type recorded with the object when it was saved, or None."""
+        return self.described().content_type
 
 
 class LargeObjectWriter:
@@ -266,9 +370,18 @@ class LargeObjectWriter:
     ever does.
     """
 
-    def __init__(self, using: str, *, unadopted: bool = False) -> None:
+    def __init__(
+        self,
+        using: str,
+        *,
+        unadopted: bool = False,
+        name: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
         self.using = using
-        self.oid = largeobjects.create(using, unadopted=unadopted)
+        self.oid, self.description = largeobjects.create_described(
+            using, unadopted=unadopted, name=name, content_type=content_type
+        )
         self._writer = largeobjects.Writer(self.oid, using)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
@@ -332,9 +445,15 @@ class LargeObjectUploadedFile(UploadedFile):
     def multiple_chunks(self, chunk_size: int | None = None) -> bool:
         return self._opened.multiple_chunks(chunk_size)
 
-    def adopt(self) -> None:
-        """Keep the object: a row references it now (its mark goes in this transaction)."""
-        largeobjects.adopt(self.oid, self.using)
+    def adopt(self, name: str | None = None) -> largeobjects.Description | None:
+        """Keep the object: a row references it now (its mark goes in this transaction);
+        record ``name`` (by default the upload's) and the upload's content type with it."""
+        return largeobjects.adopt(
+            self.oid,
+            self.using,
+            name=name or posixpath.basename(str(self.name or "")),
+            content_type=recorded_type(name or str(self.name or ""), self.content_type),
+        )
 
     def close(self) -> None:
         self._opened.close()
@@ -378,11 +497,10 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 f"not {self.chunk_size!r}."
             )
 
-    def _oid(self, name: str) -> int:
-        oid = oid_from_name(name)
-        if oid is None:
-            raise FileNotFoundError(f"{name!r} is not the name of a large object.")
-        return oid
+    def describe(self, name: str) -> tuple[int, largeobjects.Description]:
+        """Return the OID of the object ``name`` names and what files_app recorded of it
+        (:func:`describe_name`)."""
+        return describe_name(name, self.using)
 
     def _open(self, name: str, mode: str = "rb") -> LargeObjectFile:
         if mode != "rb":
@@ -390,20 +508,20 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 f"Large objects open read-only in binary mode ('rb'), not {mode!r}: "
                 "to change a file, save a new one."
             )
-        oid = self._oid(name)
-        if not largeobjects.exists(oid, self.using):
-            raise FileNotFoundError(f"Large object {oid} ({name!r}) does not exist.")
-        return LargeObjectFile(name, oid, self)
+        oid, described = self.describe(name)
+        return LargeObjectFile(name, oid, self, description=described)
 
     def _save(self, name: str, content: File[Any] | IO[Any]) -> str:
         directory, basename = posixpath.split(clean_name(name))
         if isinstance(content, LargeObjectUploadedFile) and content.using == self.using:
             # Streamed into a large object by LargeObjectUploadHandler: keep it, no copy.
-            content.adopt()
-            return posixpath.join(directory, str(content.oid), basename or str(content.oid))
+            adopted = content.adopt(basename)
+            key = None if adopted is None else object_key(adopted)
+            return object_name(directory, content.oid, key, basename)
+        content_type = recorded_type(basename, getattr(content, "content_type", None))
         # One transaction: a failure part-way leaves no half-written object behind.
         with transaction.atomic(using=self.using):
-            writer = self.create_writer()
+            writer = self.create_writer(name=basename, content_type=content_type)
             offset = 0
             try:
                 for chunk in self._chunks(content):
@@ -415,12 +533,21 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 writer.abort(unlink=False)  # the rollback of the atomic block removes it
                 raise
             writer.close()
-        return posixpath.join(directory, str(writer.oid), basename or str(writer.oid))
+        return object_name(directory, writer.oid, object_key(writer.description), basename)
 
-    def create_writer(self, *, unadopted: bool = False) -> LargeObjectWriter:
+    def create_writer(
+        self,
+        *,
+        unadopted: bool = False,
+        name: str | None = None,
+        content_type: str | None = None,
+    ) -> LargeObjectWriter:
         """Create an empty large object and return a writer for it (``unadopted``: an
-        upload's, see :class:`LargeObjectUploadedFile`)."""
-        return LargeObjectWriter(self.using, unadopted=unadopted)
+        upload's, see :class:`LargeObjectUploadedFile`; ``name`` and ``content_type`` are
+        recorded with the object)."""
+        return LargeObjectWriter(
+            self.using, unadopted=unadopted, name=name, content_type=content_type
+        )
 
     # Bytes that arrive over several requests (resumable uploads, files_app.tus) are written
     # into an object of their own by OID, and a row adopts it when the last byte is in.
@@ -459,17 +586,24 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         before its own row lets go; the unlink trigger frees the object when the last row
         referencing it is deleted or changed, whatever the route. ``FileField`` columns
         (names, not OIDs) are not counted: deleting through them deletes, as on any storage.
+        A name whose object is gone, or whose OID another object holds now (see
+        :meth:`describe`), deletes nothing.
         """
-        oid = oid_from_name(name)
-        if oid is not None:
-            largeobjects.unlink_unreferenced(oid, self.using)
+        try:
+            oid, _ = self.describe(name)
+        except FileNotFoundError:
+            return
+        largeobjects.unlink_unreferenced(oid, self.using)
 
     def exists(self, name: str) -> bool:
-        oid = oid_from_name(name)
-        return oid is not None and largeobjects.exists(oid, self.using)
+        try:
+            self.describe(name)
+        except FileNotFoundError:
+            return False
+        return True
 
     def size(self, name: str) -> int:
-        return largeobjects.size(self._oid(name), self.using)
+        return largeobjects.size(self.describe(name)[0], self.using)
 
     def url(self, name: str | None, expire: int | float | timedelta | None = None) -> str:
         """Return a signed URL that serves the file ``name`` (OIDs alone are guessable).
@@ -500,7 +634,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         )
 
     def get_created_time(self, name: str) -> datetime:
-        created = largeobjects.created_at(self._oid(name), self.using)
+        created = self.describe(name)[1].created
         if created is None:
             raise NotImplementedError(f"Large object {name!r} was not created by files_app.")
         return datetime.fromtimestamp(created, tz=UTC)

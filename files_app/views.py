@@ -123,13 +123,18 @@ class LargeObjectView(View):
         raise NotImplementedError("LargeObjectView subclasses must implement get_file().")
 
     def get_filename(self) -> str:
-        """Return the file name for Content-Disposition."""
+        """Return the file name for Content-Disposition: the last part of the file's name,
+        or the name recorded with the object for a bare OID (a ``LargeObjectField``'s)."""
+        if isinstance(self.file, LargeObjectFile):
+            return self.file.filename
         return str(self.file.name).rsplit("/", 1)[-1]
 
     def get_content_type(self) -> str:
-        """Return the Content-Type of the file: by default guessed from its name."""
+        """Return the Content-Type of the file: the one recorded with the object when it
+        was saved, else guessed from its name."""
+        recorded = self.file.content_type if isinstance(self.file, LargeObjectFile) else None
         guessed, _ = mimetypes.guess_type(self.get_filename())
-        return guessed or responder.DEFAULT_CONTENT_TYPE
+        return recorded or guessed or responder.DEFAULT_CONTENT_TYPE
 
     def get_etag(self) -> str | None:
         """Return a strong ETag (quoted) for the file's content, or None: by default, for a
@@ -465,9 +470,6 @@ class StorageFileView(LargeObjectView):
         opened = self.get_storage().open(self.link.name, "rb")
         assert isinstance(opened, LargeObjectFile)
         return opened
-
-    def get_filename(self) -> str:
-        return link_filename(self.link.name)
 
 
 if TYPE_CHECKING:

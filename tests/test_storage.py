@@ -71,10 +71,14 @@ def test_chunk_size_defaults_to_the_setting() -> None:
 def test_save_returns_a_name_with_the_oid_and_keeps_the_bytes(
     storage: LargeObjectStorage, stored: str
 ) -> None:
-    directory, oid, basename = stored.split("/")
+    directory, segment, basename = stored.split("/")
     assert (directory, basename) == ("docs", "data.bin")
-    assert oid_from_name(stored) == int(oid)
-    assert largeobjects.read(int(oid), 0, len(DATA) + 1, "default") == DATA
+    oid = oid_from_name(stored)
+    assert oid is not None
+    described = largeobjects.describe(oid, "default")
+    assert described is not None and described.key is not None
+    assert segment == f"{oid}-{described.key}"
+    assert largeobjects.read(oid, 0, len(DATA) + 1, "default") == DATA
 
 
 def test_two_saves_of_one_name_get_two_objects(storage: LargeObjectStorage) -> None:

@@ -5,6 +5,7 @@ also frees files_app's objects that no column of the database names."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -33,12 +34,15 @@ def _sweep(*args: str) -> str:
 
 
 def _age(oid: int, seconds: float, *, unadopted: bool = False) -> None:
-    mark = f" {largeobjects.UNADOPTED}" if unadopted else ""
+    """Make files_app's comment on ``oid`` say it was created ``seconds`` ago (its key,
+    name and type kept), marked unadopted or not."""
+    described = largeobjects.describe(oid, "default")
+    assert described is not None
+    aged = dataclasses.replace(
+        described, created_ms=int((time.time() - seconds) * 1000), unadopted=unadopted
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"COMMENT ON LARGE OBJECT {oid:d} IS "
-            f"'{largeobjects.OWNER_TAG} created={time.time() - seconds:.3f}{mark}'"
-        )
+        cursor.execute(f"COMMENT ON LARGE OBJECT {oid:d} IS '{aged.comment()}'")
 
 
 def _orphan(data: bytes = b"orphan", *, unadopted: bool = False) -> int:
@@ -105,7 +109,7 @@ def test_frees_old_unreferenced_objects_and_keeps_referenced_ones() -> None:
     Photo.objects.bulk_create([photo])
     orphans = [_orphan() for _ in range(3)]
     kept = [stored.file.oid, doc.attachment.oid]
-    kept += [int(photo.attachment.name.split("/")[-2]), int(photo.image.name.split("/")[-2])]
+    kept += [oid_from_name(photo.attachment.name), oid_from_name(photo.image.name)]
     for oid in orphans + kept:
         _age(oid, 3600)
 

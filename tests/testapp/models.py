@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from files_app.fields import LargeObjectField
+from files_app.fields import LargeObjectField, LargeObjectImageField
 
 
 class Album(models.Model):
@@ -20,6 +20,11 @@ class Document(models.Model):
     album = models.ForeignKey(Album, null=True, blank=True, on_delete=models.CASCADE)
     title = models.CharField(max_length=100, blank=True)
     attachment = LargeObjectField(null=True, blank=True)
+    cover = LargeObjectImageField(
+        null=True, blank=True, width_field="cover_width", height_field="cover_height"
+    )
+    cover_width = models.PositiveIntegerField(null=True, blank=True)
+    cover_height = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.title
