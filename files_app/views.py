@@ -486,10 +486,11 @@ class FieldFileView(_SingleObject, LargeObjectView):
 
     The row is found as Django's ``DetailView`` finds it (``model`` or ``queryset``,
     ``pk_url_kwarg``, ``slug_field``, ``slug_url_kwarg``); the field is a ``FileField`` or
-    ``ImageField`` on :class:`LargeObjectStorage`, or a ``LargeObjectField``. The content
-    type comes from the file's name. Anyone may download what the URL names unless
-    :meth:`has_permission` says otherwise (or a decorator such as ``login_required``);
-    refused is a 404, so that a file's existence does not leak.
+    ``ImageField`` on :class:`LargeObjectStorage`, or a ``LargeObjectField``. The file name
+    and content type are those kept with the object (else the type the name says). Anyone
+    may download what the URL names unless :meth:`has_permission` says otherwise (or a
+    decorator such as ``login_required``); refused is a 404, so that a file's existence does
+    not leak.
     """
 
     #: The name of the model's file field to serve.

@@ -214,7 +214,7 @@ def test_a_new_project_on_the_newest_django_uses_the_wheel(
 ADOPTER_MODELS = """
 from django.db import models
 
-from files_app.fields import LargeObjectField
+from files_app.fields import LargeObjectField, LargeObjectImageField
 
 
 class Product(models.Model):
@@ -222,6 +222,11 @@ class Product(models.Model):
     manual = models.FileField(upload_to="manuals/")
     photo = models.ImageField(upload_to="photos/", blank=True)
     leaflet = LargeObjectField(null=True, blank=True)
+    poster = LargeObjectImageField(
+        null=True, blank=True, width_field="poster_width", height_field="poster_height"
+    )
+    poster_width = models.PositiveIntegerField(null=True, blank=True)
+    poster_height = models.PositiveIntegerField(null=True, blank=True)
 """
 
 ADOPTER_ADMIN = """
@@ -367,7 +372,7 @@ class StorageContract(TestCase):
 class OwnModelsFiles(TestCase):
     def test_the_manual_and_the_leaflet_are_served_with_ranges(self):
         product = Product.objects.create(name="Lamp", manual=ContentFile(MANUAL, name="lamp.pdf"))
-        product.leaflet.save("leaflet.bin", ContentFile(MANUAL[:5000]))
+        product.leaflet.save("spring leaflet.pdf", ContentFile(MANUAL[:5000]))
         url = f"/products/{product.pk}/manual"
         response = self.client.get(url)
         assert response.status_code == 200
@@ -381,6 +386,25 @@ class OwnModelsFiles(TestCase):
         )
         assert response.status_code == 206
         assert b"".join(response.streaming_content) == MANUAL[10:20]
+        # The leaflet's name and type are kept with its object, its column holds the OID.
+        assert response["Content-Type"] == "application/pdf"
+        assert response["Content-Disposition"] == 'inline; filename="spring_leaflet.pdf"'
+        product = Product.objects.get(pk=product.pk)
+        assert str(product.leaflet) == "spring_leaflet.pdf"  # Django made the name valid
+        assert product.leaflet.name == str(product.leaflet.oid)
+        response = self.client.get(product.leaflet.url)
+        assert b"".join(response.streaming_content) == MANUAL[:5000]
+        admin = User.objects.create_superuser("admin", "admin@example.com", "secret")
+        self.client.force_login(admin)
+        page = self.client.get(f"/admin/catalog/product/{product.pk}/change/")
+        assert b">spring_leaflet.pdf</a>" in page.content
+
+    def test_a_poster_on_large_objects_knows_its_size(self):
+        product = Product(name="Lamp", manual=ContentFile(MANUAL, name="lamp.pdf"))
+        product.poster.save("poster.png", ContentFile(png()))
+        product = Product.objects.get(pk=product.pk)
+        assert (product.poster_width, product.poster_height) == (3, 2)
+        assert (product.poster.width, product.poster.content_type) == (3, "image/png")
 
     def test_a_legacy_name_keeps_the_admin_page(self):
         product = Product.objects.create(name="Old", manual="manuals/legacy.pdf")
@@ -505,7 +529,7 @@ def test_an_adopters_project_keeps_its_files_and_its_rules(
     (project / "shop" / "urls.py").write_text(ADOPTER_URLS)
     (project / "shop" / "wsgi.py").write_text(ADOPTER_WSGI)
     # The adopter's own pytest-django tests, in TestCase (one outer transaction each).
-    env = _migrate_and_test(bin_, project, "10 passed")
+    env = _migrate_and_test(bin_, project, "11 passed")
     manage = [str(bin_ / "python"), "manage.py"]
 
     # Twice on a reused test database: nothing a flush orphaned is left, however many runs.
