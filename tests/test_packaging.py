@@ -28,6 +28,19 @@ def _build(tmp_path: Path, *command: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _check_publishable(distribution: Path) -> None:
+    """What PyPI would say of the metadata: twine's check, warnings as errors (the long
+    description renders, the metadata is complete)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(distribution)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED" in result.stdout
+
+
 @pytest.mark.slow
 def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
     _build(tmp_path, "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path))
@@ -52,6 +65,7 @@ def test_wheel_contains_the_app_and_nothing_else(tmp_path: Path) -> None:
     description = metadata.split("\n\n", 1)[1]
     assert description.startswith("# Adopting files_app in your own project")
     assert "./test" not in description and "./run" not in description
+    _check_publishable(wheel)
 
 
 @pytest.mark.slow
@@ -61,6 +75,7 @@ def test_the_sdist_has_the_app_and_its_licence_and_no_half_test_suite(tmp_path: 
     with tarfile.open(sdist) as archive:
         names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
     assert "LICENSE" in names
+    _check_publishable(sdist)
     assert "files_app/storage.py" in names
     assert "files_app/migrations/0001_initial.py" in names
     # No test file without the conftest, settings and data it needs: no tests at all.
