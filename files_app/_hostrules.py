@@ -39,7 +39,7 @@ def lean_path_on() -> bool:
     return LEAN_MIDDLEWARE in settings.MIDDLEWARE
 
 
-_STOCK_NAMES = ("download", "share")
+_STOCK_NAMES = ("download", "share", "signed")
 _ZERO = uuid.UUID(int=0)
 # Middleware that add headers to every answer, each only where the answer has none yet.
 _HEADER_MIDDLEWARE = (
@@ -70,6 +70,7 @@ def prefixes(urlconf: Any, script_prefix: str) -> tuple[str, ...]:
         for name, kwargs, marker in (
             ("download", {"uuid": _ZERO, "filename": "f"}, str(_ZERO)),
             ("share", {"token": "t", "filename": "f"}, "t/f"),
+            ("signed", {"token": "t", "filename": "f"}, "t/f"),
         ):
             try:
                 url = reverse(f"{namespace}:{name}", kwargs=kwargs, urlconf=urlconf)
@@ -80,9 +81,10 @@ def prefixes(urlconf: Any, script_prefix: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def route(urlconf: Any, path_info: str) -> tuple[str, str] | None:
-    """Return ("download", uuid) or ("share", token) if ``path_info`` goes to the very
-    view that files_app.urls holds, and no middleware's view rule applies to it.
+def route(urlconf: Any, path_info: str) -> tuple[str, str, str] | None:
+    """Return ("download", uuid, filename), ("share", token, filename) or ("signed", token,
+    filename) if ``path_info`` goes to the very view that files_app.urls holds, and no
+    middleware's view rule applies to it.
 
     Cached: players and download managers ask for the same URL again and again.
     """
@@ -93,11 +95,12 @@ def route(urlconf: Any, path_info: str) -> tuple[str, str] | None:
     kind = stock_view(match.func)
     if kind is None or not view_rules_allow(match.func):
         return None
-    return kind, str(match.kwargs["uuid" if kind == "download" else "token"])
+    key = str(match.kwargs["uuid" if kind == "download" else "token"])
+    return kind, key, str(match.kwargs["filename"])
 
 
 def stock_view(func: Callable[..., Any]) -> str | None:
-    """Return "download" or "share" if ``func`` is the very view files_app.urls routes
+    """Return "download", "share" or "signed" if ``func`` is the very view files_app.urls routes
     there (``include("files_app.urls")``, once or more, under any namespace)."""
     from files_app import urls
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -55,11 +56,35 @@ class MultipleFileField(forms.FileField):
         return [super().clean(data, initial)]
 
 
+# The user of the admin page being rendered: its links to files are signed URLs for them
+# (StoredFile.signed_url), which play and seek without a session query per range.
+_page_user: ContextVar[Any] = ContextVar("files_app_admin_user")
+
+
+def download_url(stored: StoredFile) -> str:
+    """Return the URL an admin page links ``stored``'s download with: a signed URL for the
+    page's user, or the download URL outside a page."""
+    user = _page_user.get(None)
+    return stored.get_absolute_url() if user is None else stored.signed_url(user)
+
+
+def _rendered_for(request: HttpRequest, view: Any) -> HttpResponse:
+    """Return ``view()``'s response, rendered while its links are made for the user."""
+    token = _page_user.set(request.user)
+    try:
+        response: HttpResponse = view()
+        if isinstance(response, TemplateResponse):
+            response.render()
+        return response
+    finally:
+        _page_user.reset(token)
+
+
 class _CurrentFile:
     """What the change form shows as "Currently": the file's name, linking to its download."""
 
     def __init__(self, stored: StoredFile) -> None:
-        self.url = stored.get_absolute_url()
+        self.url = download_url(stored)
         self.name = stored.name
 
     def __str__(self) -> str:
@@ -320,7 +345,26 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return Paginator(queryset, per_page, orphans, allow_empty_first_page)
         return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        def view() -> HttpResponse:
+            return super(StoredFileAdmin, self).changeform_view(
+                request, object_id, form_url, extra_context
+            )
+
+        return _rendered_for(request, view)
+
     def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return _rendered_for(request, lambda: self._changelist_view(request, extra_context))
+
+    def _changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
@@ -354,13 +398,13 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def download_link(self, obj: StoredFile) -> str:
         if not obj.pk:
             return "-"
-        return format_html('<a href="{}">download</a>', obj.get_absolute_url())
+        return format_html('<a href="{}">download</a>', download_url(obj))
 
     @admin.display(description="preview")
     def preview(self, obj: StoredFile) -> str:
         if not obj.pk:
             return "-"
-        url = obj.get_absolute_url()
+        url = download_url(obj)
         kind = obj.content_type.split("/")[0]
         if obj.content_type in ("image/svg+xml",):
             return format_html('<a href="{}">SVG files are not previewed inline.</a>', url)

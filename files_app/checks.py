@@ -21,6 +21,7 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     for name, lowest, default, check_id in (
         ("PUBLIC_MAX_AGE", 0, "300", "files_app.E006"),
         ("UPLOAD_EXPIRY", 1, "one day", "files_app.E007"),
+        ("SIGNED_URL_EXPIRY", 1, "one hour", "files_app.E011"),
     ):
         value = getattr(app_settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:

@@ -83,6 +83,12 @@ class Settings:
         return self._get("UPLOAD_EXPIRY", 24 * 3600)  # type: ignore[no-any-return]
 
     @property
+    def SIGNED_URL_EXPIRY(self) -> int:
+        """Seconds a signed URL of a stored file (``StoredFile.signed_url``) stays valid
+        unless its maker says otherwise."""
+        return self._get("SIGNED_URL_EXPIRY", 3600)  # type: ignore[no-any-return]
+
+    @property
     def DEDUPE(self) -> bool:
         """Whether a stored file whose bytes (SHA-256 and size) another stored file already
         has shares that file's large object instead of keeping a second copy."""

@@ -41,6 +41,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connections, router
+from django.db.models import Q
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_script_prefix, get_urlconf
@@ -63,7 +64,10 @@ class Target:
     """A file the lean path may serve: whose UUID, and on which terms."""
 
     uuid: uuid.UUID
-    public_only: bool  # a download URL serves public files; a share link any file
+    #: Which rows it may serve: "public" (a download URL: what anyone may see), "any" (a
+    #: share link: the signed link is the permission), or a signed URL's rule key
+    #: (SignedGrant.rule_key(): that version, visible on the URL's grounds).
+    rule: str | tuple[str, str | None, bool]
     cache_control: str
     using: str
     #: What the host's security middleware add to the views' answers (files_app._hostrules).
@@ -164,8 +168,8 @@ def find_target(
     request's own URLconf if a middleware set one. ``before_django``: the caller answers
     before Django's handler (files_app.wsgi, files_app.asgi), where no middleware runs.
     """
-    from files_app.sharing import LinkState, read_share_token
-    from files_app.views import SharedFileView, cache_control_for_public
+    from files_app.sharing import LinkState, read_share_token, read_signed_token
+    from files_app.views import SharedFileView, SignedFileView, cache_control_for_public
 
     if before_django and not _hostrules.handler_may_answer():
         return None  # the middleware ahead of FileServingMiddleware run first
@@ -181,25 +185,34 @@ def find_target(
     using = _database()
     if route is None or using is None:
         return None
-    kind, key = route
+    kind, key, filename = route
     headers = _hostrules.security_headers(secure)
     if kind == "download":
-        return Target(uuid.UUID(key), True, cache_control_for_public(), using, headers)
+        return Target(uuid.UUID(key), "public", cache_control_for_public(), using, headers)
+    if kind == "signed":
+        signed, grant = read_signed_token(key)
+        if signed is not LinkState.VALID or grant is None or grant.name != filename:
+            return None  # the view answers 404 or 410
+        cache_control = SignedFileView.cache_control or ""
+        return Target(grant.uuid, grant.rule_key(), cache_control, using, headers)
     state, file_uuid = read_share_token(key)
     if state is LinkState.VALID and file_uuid is not None:
-        return Target(file_uuid, False, SharedFileView.cache_control or "", using, headers)
+        return Target(file_uuid, "any", SharedFileView.cache_control or "", using, headers)
     return None
 
 
-@lru_cache(maxsize=8)
-def _lookup(public_only: bool, using: str) -> tuple[str, tuple[Any, ...]]:
-    """Return the lookup's SQL and the parameters of its access rule.
+@lru_cache(maxsize=4096)
+def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, tuple[Any, ...]]:
+    """Return the lookup's SQL and the parameters of its access rule (see Target.rule).
 
     A download URL serves only what :meth:`StoredFile.visible_to` allows anyone (no user:
-    this path knows none), compiled by Django from that very rule; a share link's holder may
-    have any file (the signed link is the permission).
+    this path knows none), a signed URL what :meth:`StoredFile.signed_rule` allows on its
+    grounds, each compiled by Django from that very rule; a share link's holder may have any
+    file (the signed link is the permission). Cached: a player asks for the same file over
+    and over, and compiling a rule costs more than checking a signature.
     """
     from files_app.models import StoredFile
+    from files_app.sharing import SignedGrant
 
     connection = connections[using]
     quote = connection.ops.quote_name
@@ -212,10 +225,17 @@ def _lookup(public_only: bool, using: str) -> tuple[str, tuple[Any, ...]]:
     fields = ", ".join(col(name) for name in ("name", "content_type", "sha256", "updated"))
     where = f"{col('uuid')} = %s::uuid"
     rule_params: tuple[Any, ...] = ()
-    if public_only:
-        query = StoredFile._base_manager.filter(StoredFile.visible_to(None)).query
-        rule, params = query.where.as_sql(query.get_compiler(using), connection)
-        where, rule_params = f"{where} AND ({rule})", tuple(params)
+    allowed: Q | None = None
+    if rule == "public":
+        allowed = StoredFile.visible_to(None)
+    elif isinstance(rule, tuple):
+        version, user, every = rule
+        grant = SignedGrant(uuid.UUID(int=0), version, "", user, every, 0)
+        allowed = StoredFile.signed_rule(grant)
+    if allowed is not None and allowed:
+        query = StoredFile._base_manager.filter(allowed).query
+        compiled, params = query.where.as_sql(query.get_compiler(using), connection)
+        where, rule_params = f"{where} AND ({compiled})", tuple(params)
     # The descriptor lives in a LATERAL subquery, opened once; lo_open fails for a missing
     # object (SQLSTATE 42704: the view then answers 404). lo_get reads by offset and needs
     # no descriptor.
@@ -316,7 +336,7 @@ def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer |
 
     chunk = app_settings.CHUNK_SIZE
     guess = first_read_guess(method, header, chunk)
-    sql, rule = _lookup(target.public_only, target.using)
+    sql, rule = _lookup(target.rule, target.using)
     try:
         with largeobjects.cursor(
             target.using, binary=True, prepare=app_settings.PREPARE
@@ -352,7 +372,7 @@ async def _aserve(method: str, header: Headers, target: Target) -> Answer | None
 
     chunk = app_settings.CHUNK_SIZE
     guess = first_read_guess(method, header, chunk)
-    sql, rule = _lookup(target.public_only, target.using)
+    sql, rule = _lookup(target.rule, target.using)
     try:
         row = await largeobjects_async.execute(sql, _params(target, guess, rule), target.using)
     except FileNotFoundError:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 import uuid
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +26,7 @@ from files_app.conf import app_settings
 from files_app.digests import Digest, digest_chunks
 from files_app.fields import LargeObjectField, WrittenObject
 from files_app.maintenance import LargeObjectQuerySet
+from files_app.sharing import SignedGrant, make_signed_url
 from files_app.sniff import GENERIC_TYPES, SNIFF_BYTES, content_type_for
 from files_app.storage import oid_from_name
 
@@ -335,12 +338,73 @@ class StoredFile(models.Model):
         knows no user, serves only what this allows then, compiled into its own query, and
         hands every other request to the views, which apply it with the request's user.
         """
-        if user is not None and user.has_perm("files_app.view_storedfile"):
+        user_key, every = cls.grounds_of(user)
+        return cls.visible_by(user_key, every=every)
+
+    @staticmethod
+    def grounds_of(user: Any | None) -> tuple[str | None, bool]:
+        """Return on what grounds ``user`` may download files: their primary key as text
+        (None for anyone: no user, or an anonymous one), and whether they may download every
+        file (``files_app.view_storedfile``)."""
+        if user is None:
+            return None, False
+        every = bool(user.has_perm("files_app.view_storedfile"))
+        return (str(user.pk) if user.is_authenticated else None), every
+
+    @classmethod
+    def visible_by(cls, user_key: str | None, *, every: bool = False) -> models.Q:
+        """Return the one rule of who may download what (see :meth:`visible_to`), from the
+        grounds :meth:`grounds_of` gives: a signed URL keeps those, not the user."""
+        if every:
             return models.Q()
         visible = models.Q(public=True)
-        if user is not None and user.is_authenticated:
-            visible |= models.Q(owner=user)
+        if user_key is not None:
+            owner = cls._meta.get_field("owner").target_field  # type: ignore[union-attr]
+            visible |= models.Q(owner=owner.to_python(user_key))
         return visible
+
+    @property
+    def version(self) -> str:
+        """Return what says which content this row holds: its SHA-256 (or object)."""
+        return self.sha256 or f"oid:{oid_from_name(self.file.name) or 0}"
+
+    @classmethod
+    def signed_rule(cls, grant: SignedGrant) -> models.Q:
+        """Return the rows a signed URL's ``grant`` still allows: that version of the file,
+        visible on the grounds the URL was made on (:meth:`visible_by`)."""
+        version = grant.version
+        if version.startswith("oid:"):
+            same = models.Q(file=int(version.removeprefix("oid:")), sha256="")
+        else:
+            same = models.Q(sha256=version)
+        return same & cls.visible_by(grant.user, every=grant.every)
+
+    def signed_url(self, user: Any | None, expires: int | float | timedelta | None = None) -> str:
+        """Return a short-lived URL that downloads this file (ranges and all) without a
+        session: for ``user``, on the grounds they may download it now (owner, the
+        ``files_app.view_storedfile`` permission, or public), until ``expires`` (seconds or
+        a timedelta; default ``FILES_APP_SIGNED_URL_EXPIRY``).
+
+        The URL is checked on every request against the row, not the user: it stops working
+        when it expires, when the file is replaced or deleted, or when the file is no longer
+        visible on those grounds (made private, given to another owner). Like a presigned
+        S3 URL it is a bearer capability: whoever holds it may download the file until
+        then. A URL made for someone who may not download the file answers 404.
+        """
+        if expires is None:
+            expires = app_settings.SIGNED_URL_EXPIRY
+        if isinstance(expires, timedelta):
+            expires = expires.total_seconds()
+        user_key, every = self.grounds_of(user)
+        grant = SignedGrant(
+            uuid=self.uuid,
+            version=self.version,
+            name=self.download_name,
+            user=user_key,
+            every=every,
+            expires=int(time.time() + expires),
+        )
+        return make_signed_url(grant)
 
     @classmethod
     def download_info_for(

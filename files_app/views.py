@@ -36,7 +36,7 @@ from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile, StoredFileQuerySet
 from files_app.outage import unavailable
 from files_app.responder import FileInfo, Segment
-from files_app.sharing import LinkState, read_share_token
+from files_app.sharing import LinkState, read_share_token, read_signed_token
 from files_app.storage import (
     LargeObjectFile,
     LargeObjectStorage,
@@ -53,6 +53,7 @@ __all__ = [
     "LargeObjectResponse",
     "LargeObjectView",
     "SharedFileView",
+    "SignedFileView",
     "StorageFileView",
     "StoredFileView",
     "file_response",
@@ -434,6 +435,30 @@ class SharedFileView(StoredFileView):
 
     def get_cache_control(self) -> str | None:
         return self.cache_control  # a link's holder is not the public, even for public files
+
+
+class SignedFileView(StoredFileView):
+    """Serve a stored file to whoever holds an unexpired signed URL of it
+    (:meth:`StoredFile.signed_url`), without a session: the URL's grounds are checked
+    against the row (:meth:`StoredFile.signed_rule`), not the user.
+
+    A tampered URL, one with another file name, or one whose file was replaced, deleted or
+    made invisible on its grounds is 404; an expired one 410.
+    """
+
+    def get_object(self) -> StoredFile:
+        state, grant = read_signed_token(self.kwargs["token"])
+        if state is LinkState.EXPIRED:
+            raise LinkExpired()
+        if state is not LinkState.VALID or grant is None:
+            raise Http404("Invalid signed URL.")
+        if grant.name != self.kwargs.get("filename"):
+            raise Http404("Invalid signed URL.")
+        queryset = self.model._default_manager.filter(self.model.signed_rule(grant))
+        return self.find(queryset, uuid=grant.uuid)
+
+    def get_cache_control(self) -> str | None:
+        return self.cache_control  # a URL for one user: never in a shared cache
 
 
 class StorageFileView(LargeObjectView):

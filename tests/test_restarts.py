@@ -49,7 +49,7 @@ def test_the_lean_path_gets_past_a_dead_persistent_connection(
 ) -> None:
     # Regression: a connection that died while idle was a 503 for the next download.
     stored = store(b"after the restart\n", name="restart.txt")
-    target = fastpath.Target(stored.uuid, True, "public", "default")
+    target = fastpath.Target(stored.uuid, "public", "public", "default")
     own_pid()  # connected
     terminate_backends()  # the test's own connection among them
     answer = fastpath.serve("GET", lambda name: None, target)
@@ -99,7 +99,7 @@ def test_the_lean_path_gets_past_dead_connections_in_djangos_pool(
     stored = store(b"pooled\n", name="pooled.txt")
     spared = own_pid()
     with pooled_alias(health_checks=False) as wrapper, django_db_blocker.unblock():
-        target = fastpath.Target(stored.uuid, True, "public", "pooled")
+        target = fastpath.Target(stored.uuid, "public", "public", "pooled")
         for _ in range(2):  # two connections used, back in the pool
             answer = fastpath.serve("GET", lambda name: None, target)
             assert answer is not None
