@@ -20,12 +20,13 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 
 from files_app import maintenance
@@ -365,3 +366,64 @@ def test_wget_continue_of_a_complete_file_leaves_it_intact(
     assert result.returncode == 0, result.stderr
     assert b"HTTP/1.1 416 " in result.stderr, result.stderr
     assert _sha256(target) == served.sha256
+
+
+@pytest.fixture
+def signed_private(served_files: dict[str, Served]) -> Iterator[Callable[[str], str]]:
+    """Make served files private to a user of their own for the test, committed (the test
+    runs in a transaction the servers do not see); return a function giving a served
+    file's signed URL for that user. The rows are restored afterwards."""
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    alias = "committed"
+    base = connection.settings_dict
+    connections[alias] = load_backend(base["ENGINE"]).DatabaseWrapper(dict(base), alias)
+    owner = User.objects.using(alias).create(username="signed-url-owner")
+    changed: list[int] = []
+
+    def signed(key: str) -> str:
+        served = served_files[key]
+        StoredFile.objects.using(alias).filter(pk=served.pk).update(public=False, owner=owner)
+        changed.append(served.pk)
+        return StoredFile.objects.using(alias).get(pk=served.pk).signed_url(owner)
+
+    try:
+        yield signed
+    finally:
+        StoredFile.objects.using(alias).filter(pk__in=changed).update(public=True, owner=None)
+        User.objects.using(alias).filter(pk=owner.pk).delete()
+        connections[alias].close()
+        del connections[alias]
+
+
+@needs_curl
+@needs_wget
+def test_curl_and_wget_resume_a_private_file_by_its_signed_url(
+    server: Server,
+    served_files: dict[str, Served],
+    signed_private: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """No session: the signed URL is the permission, for every range of the download."""
+    served = served_files[LARGE]
+    path = signed_private(LARGE)
+    url = server.base_url + path
+    assert request(server, "GET", served.path).status == 404  # private: not to anyone
+    target = tmp_path / "by-curl.bin"
+    first = _run("curl", "-sS", "--fail", "-r", "0-999999", "-o", str(target), url)
+    assert first.returncode == 0, first.stderr
+    resumed = _run(
+        "curl", "-sS", "--fail", "-C", "-", "-o", str(target), "-w", "%{http_code}", url
+    )
+    assert (resumed.returncode, resumed.stdout) == (0, b"206"), resumed.stderr
+    assert _sha256(target) == served.sha256
+    partial = tmp_path / "by-wget.bin"
+    partial.write_bytes(served.data(0, 3 * MiB - 1))
+    result = _run("wget", "-q", "-S", "-c", "-O", str(partial), url)
+    assert result.returncode == 0, result.stderr
+    assert b"HTTP/1.1 206 " in result.stderr, result.stderr
+    assert _sha256(partial) == served.sha256
+    # Another name in the URL, or an expired one: nothing.
+    renamed = path.rsplit("/", 1)[0] + "/other.bin"
+    assert request(server, "GET", renamed).status == 404

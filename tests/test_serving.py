@@ -170,23 +170,39 @@ def test_a_lean_answer_is_one_query_that_opens_the_object(
         assert "lo_open" in queries.captured_queries[0]["sql"], case.id
 
 
+def _share_links(files: dict[str, Served]) -> dict[str, str]:
+    return {
+        key: make_share_url(uuid.UUID(served.uuid), served.name, timedelta(hours=1))
+        for key, served in files.items()
+    }
+
+
+def _signed_urls(files: dict[str, Served]) -> dict[str, str]:
+    owner = User.objects.create_user("signed-owner")
+    StoredFile.objects.filter(pk__in=[served.pk for served in files.values()]).update(owner=owner)
+    return {
+        key: StoredFile.objects.get(pk=served.pk).signed_url(owner)
+        for key, served in files.items()
+    }
+
+
+@pytest.mark.parametrize("links_of", [_share_links, _signed_urls], ids=["share", "signed"])
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_every_range_case_through_a_share_link_gets_the_views_answer(
     entry: str,
+    links_of: Callable[[dict[str, Served]], dict[str, str]],
     served_files: dict[str, Served],
     hardened: list[str],
     lean_answers: list[str],
     settings: SettingsWrapper,
 ) -> None:
-    """The whole matrix again through share links, to private files (the link is the
-    permission): status, body and every header but Vary, lean path against the view."""
+    """The whole matrix again through share links and signed URLs, to private files (the
+    link is the permission; a signed URL's grounds are its owner's): status, body and
+    every header but Vary, lean path against the view."""
     StoredFile.objects.filter(pk__in=[served.pk for served in served_files.values()]).update(
         public=False
     )
-    links = {
-        key: make_share_url(uuid.UUID(served.uuid), served.name, timedelta(hours=1))
-        for key, served in served_files.items()
-    }
+    links = links_of(served_files)
     requests = [
         (
             case.method,
