@@ -524,6 +524,7 @@ class Bench:
         self.dsn = ""
         self.pg_port = 0
         self.private_path = ""
+        self.signed_path = ""
         self.cookie = ""
 
     # -- set-up -----------------------------------------------------------------------
@@ -624,6 +625,8 @@ class Bench:
         private = StoredFile(file=str(big.oid), name="private.bin", public=False, owner=user)
         private.save()  # the object's twin row describes it: no hashing
         self.private_path = private.get_absolute_url()
+        # The same file by a signed URL (issue 24): the lean path, no session.
+        self.signed_path = private.signed_url(user, expires=86400)
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
         session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
@@ -887,6 +890,11 @@ class Bench:
         targets = [
             ("files_app gunicorn", "g1048576", big.path),
             ("files_app uvicorn", "u1048576", big.path),
+            # Public file against private by signed URL, both on the lean path (issue 24).
+            ("files_app gunicorn, lean path, public", "g-lean", big.path),
+            ("files_app gunicorn, lean path, signed URL", "g-lean", self.signed_path),
+            ("files_app uvicorn, lean path, public", "u-lean", big.path),
+            ("files_app uvicorn, lean path, signed URL", "u-lean", self.signed_path),
         ]
         if "nginx" in self.servers:
             targets.append(("nginx (disk)", "nginx", f"/disk/{big.disk_name}"))
@@ -1039,6 +1047,8 @@ class Bench:
         configs["c-lean"] = lambda: self.gunicorn("gthread lean", lean=True, **gthread)
         labels["c-private"] = "gunicorn gthread 2×8, lean path, private file, session (views)"
         configs["c-private"] = lambda: self.gunicorn("gthread private", lean=True, **gthread)
+        labels["c-signed"] = "gunicorn gthread 2×8, lean path, private file, signed URL"
+        configs["c-signed"] = lambda: self.gunicorn("gthread signed", lean=True, **gthread)
         labels["c-bare"] = "bare WSGI app, no Django (ceiling), gunicorn gthread 2×8"
         configs["c-bare"] = lambda: self.gunicorn(
             "bare", workers=2, worker_class="gthread", threads=8, app="bench.bare:application"
@@ -1059,6 +1069,10 @@ class Bench:
             )
             configs["c-uvicorn-private"] = lambda: self.uvicorn(
                 "uvicorn x2 private", workers=2, lean=True
+            )
+            labels["c-uvicorn-signed"] = "uvicorn ×2 workers, lean path, private file, signed URL"
+            configs["c-uvicorn-signed"] = lambda: self.uvicorn(
+                "uvicorn x2 signed", workers=2, lean=True
             )
             labels["c-uvicorn-nopool"] = "uvicorn ×2 workers, no pool (CONN_MAX_AGE=0)"
             configs["c-uvicorn-nopool"] = lambda: self.uvicorn(
@@ -1097,9 +1111,12 @@ class Bench:
         self.results["ranged"] = {names[k]: v for k, v in counts.items()}
 
     def _who(self, key: str) -> dict[str, str]:
-        """The private configurations ask for the private file with a session cookie."""
+        """The private configurations ask for the private file with a session cookie, the
+        signed ones by its signed URL."""
         if key.endswith("private"):
             return {"path": self.private_path, "cookie": self.cookie}
+        if key.endswith("signed"):
+            return {"path": self.signed_path}
         return {}
 
     def ranged_http(
@@ -1438,6 +1455,15 @@ def report(results: dict[str, Any], plan: Plan) -> str:
 # Issue 13's targets for the 16 concurrent range clients (by a part of the peer's label;
 # the others keep issue 7's 0.4×) and for full downloads.
 RANGED_GOALS = {"gthread 2×8, lean path (": 0.5, "workers, lean path (": 0.35, "private": 0.25}
+# Issue 24: a private file by signed URL against a public one on the same server.
+SIGNED_PEERS = {
+    "gunicorn gthread 2×8, lean path, private file, signed URL": (
+        "gunicorn gthread 2×8, lean path (FileServingMiddleware)"
+    ),
+    "uvicorn ×2 workers, lean path, private file, signed URL": (
+        "uvicorn ×2 workers, lean path (async pool)"
+    ),
+}
 DOWNLOAD_GOALS = [
     (f"files_app gunicorn, lean path @{human(MiB)}", human(MiB), 0.7),
     (f"files_app uvicorn, lean path @{human(MiB)}", human(MiB), 0.6),
@@ -1474,7 +1500,16 @@ def targets(results: dict[str, Any], plan: Plan) -> list[str]:
             f"PostgreSQL backend growth < 16 MiB, {name}: "
             + verdict(backend_ok, f"private {mib(m['backend_anon_growth'])}")
         )
-    for name, v in results.get("ttfb", {}).items():
+    ttfbs = results.get("ttfb", {})
+    for name, v in ttfbs.items():
+        public = name.replace(", signed URL", ", public")
+        if name.endswith("signed URL") and public in ttfbs:
+            ratio = v["0"] / ttfbs[public]["0"]
+            out.append(
+                f"TTFB by signed URL ≤ 1.1× public, {public.removesuffix(', public')}: "
+                + verdict(ratio <= 1.1, f"{ratio:.2f}×")
+            )
+    for name, v in ttfbs.items():
         if name.startswith("files_app"):
             ratio = v["far"] / v["0"]
             out.append(
@@ -1492,6 +1527,13 @@ def targets(results: dict[str, Any], plan: Plan) -> list[str]:
             ratio = rate / raw_rate
             goal = RANGED_GOALS.get(next((k for k in RANGED_GOALS if k in name), ""), 0.4)
             out.append(f"ranged ≥ {goal}× raw, {name}: " + verdict(ratio >= goal, f"{ratio:.2f}×"))
+            public = SIGNED_PEERS.get(name)
+            if public in ranged:
+                peer = rate / med([r["rate"] for r in ranged[public]])
+                out.append(
+                    f"ranged by signed URL ≥ 0.9× the public lean path, {name}: "
+                    + verdict(peer >= 0.9, f"{peer:.2f}×")
+                )
     if downloads:
         for name, label, goal in DOWNLOAD_GOALS:
             if name in downloads and label in downloads[name]:

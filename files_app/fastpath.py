@@ -57,6 +57,7 @@ from files_app.firstread import (
 )
 from files_app.references import column
 from files_app.responder import Plan
+from files_app.sharing import SignedGrant
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def _forget_routes(*, setting: str, **kwargs: Any) -> None:
     # Tests change settings; a server never does.
     _database.cache_clear()
     _lookup.cache_clear()
+    _signed_grant.cache_clear()
     _hostrules.forget()
 
 
@@ -168,7 +170,7 @@ def find_target(
     request's own URLconf if a middleware set one. ``before_django``: the caller answers
     before Django's handler (files_app.wsgi, files_app.asgi), where no middleware runs.
     """
-    from files_app.sharing import LinkState, read_share_token, read_signed_token
+    from files_app.sharing import LinkState, read_share_token
     from files_app.views import SharedFileView, SignedFileView, cache_control_for_public
 
     if before_django and not _hostrules.handler_may_answer():
@@ -190,8 +192,8 @@ def find_target(
     if kind == "download":
         return Target(uuid.UUID(key), "public", cache_control_for_public(), using, headers)
     if kind == "signed":
-        signed, grant = read_signed_token(key)
-        if signed is not LinkState.VALID or grant is None or grant.name != filename:
+        grant = _signed_grant(key)
+        if grant is None or grant.expired() or grant.name != filename:
             return None  # the view answers 404 or 410
         cache_control = SignedFileView.cache_control or ""
         return Target(grant.uuid, grant.rule_key(), cache_control, using, headers)
@@ -199,6 +201,20 @@ def find_target(
     if state is LinkState.VALID and file_uuid is not None:
         return Target(file_uuid, "any", SharedFileView.cache_control or "", using, headers)
     return None
+
+
+@lru_cache(maxsize=4096)
+def _signed_grant(token: str) -> SignedGrant | None:
+    """Return the grant of a signed URL's token if its signature holds (expired or not).
+
+    Cached: a player asks for the same URL over and over, and checking the signature costs
+    as much as the rest of finding the file; the answer for a token never changes while
+    ``SECRET_KEY`` does not (the expiry is checked at each request).
+    """
+    from files_app.sharing import LinkState, read_signed_token
+
+    state, grant = read_signed_token(token)
+    return grant if state is not LinkState.INVALID else None
 
 
 @lru_cache(maxsize=4096)
@@ -212,7 +228,6 @@ def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, 
     and over, and compiling a rule costs more than checking a signature.
     """
     from files_app.models import StoredFile
-    from files_app.sharing import SignedGrant
 
     connection = connections[using]
     quote = connection.ops.quote_name
