@@ -353,11 +353,8 @@ def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer |
     guess = first_read_guess(method, header, chunk)
     sql, rule = _lookup(target.rule, target.using)
     try:
-        with largeobjects.cursor(
-            target.using, binary=True, prepare=app_settings.PREPARE
-        ) as cursor:
-            cursor.execute(sql, _params(target, guess, rule))
-            row = cursor.fetchone()
+        params = _params(target, guess, rule)
+        row = largeobjects.fetch_one(sql, params, target.using, prepare=app_settings.PREPARE)
     except FileNotFoundError:
         return None
     planned = _planned(method, header, target, row, guess, chunk)

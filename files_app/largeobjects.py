@@ -12,6 +12,7 @@ Internal to files_app, not part of its public API (docs/reference.md, "Public AP
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import secrets
 from collections import deque
@@ -36,6 +37,8 @@ UNADOPTED = "unadopted"
 REFERENCED_FUNCTION = "files_app_lo_referenced"
 INV_READ = 0x40000
 UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
+
+logger = logging.getLogger("files_app")
 READ_SQL = "SELECT lo_get(%s::oid, %s::int8, %s::int4)"  # one read by offset
 
 
@@ -51,6 +54,57 @@ def _check_vendor(using: str) -> Any:
 def _sqlstate(exc: BaseException) -> str | None:
     cause = exc.__cause__ or exc
     return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
+# A pooler in transaction mode that cannot keep prepared statements (PgBouncer before 1.22,
+# or without max_prepared_statements) answers a statement prepared on another server
+# connection with one of these: the name is taken there, or unknown here.
+PREPARED_STATEMENT_LOST = frozenset({"42P05", "26000"})
+_preparation_lost = False
+
+
+def preparing(wanted: bool) -> bool:
+    """Return whether to prepare statements: ``wanted`` (FILES_APP_PREPARE) unless the
+    server lost them once already in this process (:func:`prepared_statements_lost`)."""
+    return wanted and not _preparation_lost
+
+
+def prepared_statements_lost(exc: BaseException) -> bool:
+    """Return whether ``exc`` says the server does not keep prepared statements; the first
+    time, turn preparing off for this process and say so once, so that the statement can
+    run again unprepared (instead of failing every request behind such a pooler)."""
+    global _preparation_lost
+    if _sqlstate(exc) not in PREPARED_STATEMENT_LOST:
+        return False
+    if not _preparation_lost:
+        _preparation_lost = True
+        logger.warning(
+            "The database does not keep prepared statements (%s): files_app prepares none "
+            "from now on in this process. Behind PgBouncer in transaction mode, set "
+            "FILES_APP_PREPARE = False (minicloud: MINICLOUD_PGBOUNCER=1), or use PgBouncer "
+            "1.22+ with max_prepared_statements.",
+            str(exc.__cause__ or exc).strip(),
+        )
+    return True
+
+
+def fetch_one(
+    sql: str, params: tuple[Any, ...], using: str, *, prepare: bool
+) -> tuple[Any, ...] | None:
+    """Run one read-only statement with binary results (prepared if ``prepare`` and
+    :func:`preparing`) and return its first row; a statement the server lost the
+    preparation of runs once more, unprepared, outside a transaction."""
+    try:
+        with cursor(using, binary=True, prepare=preparing(prepare)) as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()  # type: ignore[no-any-return]
+    except DatabaseError as exc:
+        in_transaction = connections[using].in_atomic_block
+        if in_transaction or not prepared_statements_lost(exc):
+            raise
+    with cursor(using, binary=True) as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -165,7 +165,16 @@ async def _fetchone(pool: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, 
     async with pool.connection() as conn:
         cursor = conn.cursor(binary=True)
         try:
-            await cursor.execute(sql, params)
+            # The pool's connections prepare (FILES_APP_PREPARE) until the server turns
+            # out not to keep prepared statements (a pooler): then none does, and the
+            # statement that found out runs again unprepared.
+            prepare = None if largeobjects.preparing(app_settings.PREPARE) else False
+            try:
+                await cursor.execute(sql, params, prepare=prepare)
+            except psycopg.Error as exc:
+                if prepare is False or not largeobjects.prepared_statements_lost(exc):
+                    raise
+                await cursor.execute(sql, params, prepare=False)
             return await cursor.fetchone()  # type: ignore[no-any-return]
         except psycopg.OperationalError as exc:
             if conn.broken:  # the pool drops it when it comes back

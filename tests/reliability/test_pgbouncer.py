@@ -63,6 +63,19 @@ def _transactions(bouncer: PgBouncer) -> int:
     return 0
 
 
+def _concurrent_ranges(server: Server, path: str, count: int) -> bool:
+    """Ask for ``count`` random 64 KiB ranges of ``path`` from 12 clients at once; return
+    whether every answer was right."""
+
+    def ranged(offset: int) -> bool:
+        reply = request(server, "GET", path, {"Range": f"bytes={offset}-{offset + 65535}"})
+        return reply.status == 206 and reply.body == DATA[offset : offset + 65536]
+
+    offsets = [random.Random(i).randrange(len(DATA) - 65536) for i in range(count)]
+    with ThreadPoolExecutor(12) as pool:
+        return all(pool.map(ranged, offsets))
+
+
 def _manage(url: str, *args: str) -> str:
     result = manage(url, *args, env=BEHIND)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -91,13 +104,7 @@ def test_downloads_and_ranges(server: Server, stored: dict[str, str], bouncer: P
 
     # More clients than PgBouncer has server connections (3): each range is its own
     # transaction, so they share them.
-    def ranged(offset: int) -> bool:
-        reply = request(server, "GET", path, {"Range": f"bytes={offset}-{offset + 65535}"})
-        return reply.status == 206 and reply.body == DATA[offset : offset + 65536]
-
-    offsets = [random.Random(i).randrange(len(DATA) - 65536) for i in range(48)]
-    with ThreadPoolExecutor(12) as pool:
-        assert all(pool.map(ranged, offsets))
+    assert _concurrent_ranges(server, path, 48)
 
 
 def test_admin_upload_private_download_and_share_link(
@@ -171,3 +178,26 @@ def test_every_management_command(url: str, own_database: OwnDatabase) -> None:
     assert not own_database.execute(
         "SELECT 1 FROM pg_largeobject_metadata WHERE oid = %s", (orphan,)
     )
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_downloads_keep_working_when_the_flag_is_forgotten(
+    kind: str, url: str, stored: dict[str, str]
+) -> None:
+    """Behind PgBouncer in transaction mode without MINICLOUD_PGBOUNCER=1 (issue 24, point
+    4): the lean path prepares its statements, PgBouncer's shared server connections lose
+    them ("prepared statement … already exists" / "does not exist"), and files_app falls
+    back to unprepared statements with one warning per process instead of failing
+    requests."""
+    path = stored["public"]
+    forgotten = {"MINICLOUD_PGBOUNCER": "0"}
+    with running_server(kind, url, project="minicloud", env=forgotten) as server:
+        assert _concurrent_ranges(server, path, 60)
+        whole = request(server, "GET", path)
+        assert (whole.status, whole.body) == (200, DATA)
+        server.check_alive()
+        log = server.output()
+    assert "Traceback" not in log, log
+    warnings = log.count("does not keep prepared statements")
+    # Once: the server runs one worker process (PgBouncer 1.18 keeps no statements).
+    assert warnings == 1, log
