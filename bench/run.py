@@ -705,6 +705,42 @@ class Bench:
             env["BENCH_LEAN"] = "1"
         return self.lab.start(name, args, env)
 
+    def granian(
+        self,
+        name: str,
+        *,
+        interface: str = "wsgi",
+        chunk: int = MiB,
+        workers: int = 2,
+        threads: int = 8,
+        lean: bool = False,
+    ) -> Server:
+        """granian (Rust HTTP, issue 24): ``files_app.wsgi``'s handler under its WSGI
+        interface (``threads`` blocking threads per worker, as gunicorn gthread's), or
+        ``files_app.asgi``'s under its ASGI one (with the async pool, as uvicorn)."""
+        app = "bench.wsgi:application" if interface == "wsgi" else "bench.asgi:application"
+        args = [
+            PYTHON,
+            "-m",
+            "granian",
+            f"--interface={interface}",
+            "--host=127.0.0.1",
+            "--port={port}",
+            f"--workers={workers}",
+            "--no-ws",
+        ]
+        if interface == "wsgi":
+            args.append(f"--blocking-threads={threads}")
+        args.append(app)
+        env = {"BENCH_CHUNK_SIZE": str(chunk)}
+        if interface == "wsgi":
+            env["BENCH_CONN_MAX_AGE"] = "60"
+        else:
+            env.update(BENCH_CONN_MAX_AGE="0", BENCH_POOL="1")
+        if lean:
+            env["BENCH_LEAN"] = "1"
+        return self.lab.start(name, args, env)
+
     def nginx(self) -> Server | None:
         binary = shutil.which("nginx") or next(
             (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
@@ -819,8 +855,14 @@ class Bench:
                     return self.http_get(self.servers[key], stored.path, stored.size)
 
                 peers.append((f"files_app {kind} @{human(chunk)}", http))
-        for kind in ("gunicorn", "uvicorn"):
-            key = f"{kind[0]}-lean"
+        for kind, key in (
+            ("gunicorn", "g-lean"),
+            ("uvicorn", "u-lean"),
+            ("granian WSGI", "gr-lean"),
+            ("granian ASGI", "gra-lean"),
+        ):
+            if key not in self.servers:
+                continue
 
             def lean(stored: Stored, key: str = key) -> dict[str, Any]:
                 return self.http_get(self.servers[key], stored.path, stored.size)
@@ -1078,6 +1120,21 @@ class Bench:
             configs["c-uvicorn-nopool"] = lambda: self.uvicorn(
                 "uvicorn x2 nopool", workers=2, pool=False
             )
+        if not plan.quick or self.ranged_keys is not None:
+            # granian under the same 2 workers (issue 24): WSGI with 8 blocking threads
+            # each (as gthread 2×8), and ASGI with the async pool (as uvicorn ×2).
+            labels["c-granian"] = "granian WSGI 2×8, views"
+            configs["c-granian"] = lambda: self.granian("granian wsgi")
+            labels["c-granian-lean"] = "granian WSGI 2×8, lean path"
+            configs["c-granian-lean"] = lambda: self.granian("granian wsgi lean", lean=True)
+            labels["c-granian-signed"] = "granian WSGI 2×8, lean path, private file, signed URL"
+            configs["c-granian-signed"] = lambda: self.granian("granian wsgi signed", lean=True)
+            labels["c-granian-asgi"] = "granian ASGI ×2 workers, views"
+            configs["c-granian-asgi"] = lambda: self.granian("granian asgi", interface="asgi")
+            labels["c-granian-asgi-lean"] = "granian ASGI ×2 workers, lean path (async pool)"
+            configs["c-granian-asgi-lean"] = lambda: self.granian(
+                "granian asgi lean", interface="asgi", lean=True
+            )
         if "nginx" in self.servers:
             labels["nginx"] = "nginx (disk)"
         if self.ranged_keys is not None:
@@ -1158,6 +1215,7 @@ class Bench:
 
     def versions(self) -> None:
         import django
+        import granian
         import gunicorn  # type: ignore[import-untyped]
         import psycopg
         import uvicorn
@@ -1183,6 +1241,7 @@ class Bench:
             "psycopg": f"{psycopg.__version__} (libpq {psycopg.pq.version()})",
             "gunicorn": gunicorn.__version__,
             "uvicorn": uvicorn.__version__,
+            "granian": granian.__version__,
             "postgres": postgres,
             "nginx": self.results.get("nginx", "?"),
         }
@@ -1207,6 +1266,13 @@ class Bench:
             specs[f"g{chunk}"], specs[f"u{chunk}"] = wsgi, asgi
         specs["g-lean"] = lambda: self.gunicorn(f"gunicorn lean {human(MiB)}", lean=True)
         specs["u-lean"] = lambda: self.uvicorn(f"uvicorn lean {human(MiB)}", lean=True)
+        # granian with one worker, as the download peers above (issue 24).
+        specs["gr-lean"] = lambda: self.granian(
+            f"granian wsgi lean {human(MiB)}", workers=1, lean=True
+        )
+        specs["gra-lean"] = lambda: self.granian(
+            f"granian asgi lean {human(MiB)}", interface="asgi", workers=1, lean=True
+        )
         specs["u-django-messages"] = lambda: self.uvicorn(
             "uvicorn 64 KiB messages", message_size=64 * KiB
         )
@@ -1284,7 +1350,8 @@ def report(results: dict[str, Any], plan: Plan) -> str:
     machine = results.get("machine", {})
     add(f"### {'Quick smoke run' if plan.quick else 'Full run'}, {machine.get('date', '?')}")
     add("")
-    for key in ("cpu", "memory", "kernel", "python", "django", "psycopg", "gunicorn", "uvicorn"):
+    versions = ("python", "django", "psycopg", "gunicorn", "uvicorn", "granian")
+    for key in ("cpu", "memory", "kernel", *versions):
         add(f"- {key}: {machine.get(key, '?')}")
     add(
         f"- PostgreSQL: {machine.get('postgres', '?')} (throwaway cluster: fsync=off, "
