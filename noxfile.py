@@ -44,6 +44,7 @@ MAIN_ONLY = {
     "playwright",
     "pytest-cov",
     "ruff",
+    "twine",
     "types-psycopg2",
 }
 

@@ -24,7 +24,11 @@ from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+# The servers the real-server tests run under.
 SERVER_KINDS = ("gunicorn", "uvicorn")
+# Servers measured (bench/RESULTS.md) and held to the range matrix and the real clients of
+# tests/test_servers.py, not yet to minicloud's deployment tests: granian's WSGI interface.
+CANDIDATE_KINDS = ("granian",)
 START_TIMEOUT = 30.0
 
 
@@ -118,6 +122,22 @@ def _command(kind: str, port: int) -> list[str]:
             "--timeout-keep-alive=30",
             "--timeout-graceful-shutdown=5",
             "--log-level=warning",
+        ]
+    if kind == "granian":
+        # A candidate (CANDIDATE_KINDS): as gunicorn's gthread worker above, 4 threads.
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface=wsgi",
+            "--factory",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--workers=1",
+            "--blocking-threads=4",
+            "--no-ws",
+            "--log-level=warning",
+            "tests.servers:wsgi_application",
         ]
     raise ValueError(f"Unknown server kind {kind!r}.")
 

@@ -43,7 +43,18 @@ from tests.rangecases import (
     create_served,
     request_headers,
 )
-from tests.servers import SERVER_KINDS, Server, raw_exchange, request, running_server, split_raw
+from tests.servers import (
+    CANDIDATE_KINDS,
+    SERVER_KINDS,
+    Server,
+    raw_exchange,
+    request,
+    running_server,
+    split_raw,
+)
+
+# Every test here runs under the supported servers and the candidates (granian).
+KINDS = (*SERVER_KINDS, *CANDIDATE_KINDS)
 
 # Declares the database (pytest-django creates the test database only for marked tests);
 # each test's own transaction is rolled back, the module's files stay committed.
@@ -71,7 +82,7 @@ def served_files(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict
 
 @pytest.fixture(
     scope="module",
-    params=[(kind, path) for path in ("views", "lean") for kind in SERVER_KINDS],
+    params=[(kind, path) for path in ("views", "lean") for kind in KINDS],
     ids=lambda param: param[0] if param[1] == "views" else f"{param[0]}-lean",
 )
 def server(request: pytest.FixtureRequest, served_files: dict[str, Served]) -> Iterator[Server]:
@@ -133,7 +144,7 @@ def test_the_lean_path_answers_when_it_is_on(
         assert vary is not None and "Cookie" in vary
 
 
-@pytest.fixture(scope="module", params=SERVER_KINDS)
+@pytest.fixture(scope="module", params=KINDS)
 def wrapped_server(
     request: pytest.FixtureRequest, served_files: dict[str, Served]
 ) -> Iterator[Server]:
