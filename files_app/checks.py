@@ -77,6 +77,7 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                     id=f"files_app.{check_id}",
                 )
             )
+    errors += _check_redirect_storages()
     for name, hint, check_id in (
         ("PREPARE", "False behind PgBouncer < 1.22 in transaction mode; else remove it.", "E005"),
         ("DEDUPE", "Remove FILES_APP_DEDUPE to use the default (True).", "E008"),
@@ -91,6 +92,30 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                 )
             )
     return errors
+
+
+def _check_redirect_storages() -> list[checks.CheckMessage]:
+    from django.conf import settings
+
+    value = app_settings.REDIRECT_STORAGES
+    valid = isinstance(value, dict) and all(
+        isinstance(alias, str)
+        and isinstance(seconds, int)
+        and not isinstance(seconds, bool)
+        and 0 < seconds <= 7 * 86400  # S3's longest presigned URL
+        and alias in settings.STORAGES
+        for alias, seconds in value.items()
+    )
+    if valid:
+        return []
+    return [
+        checks.Error(
+            "FILES_APP_REDIRECT_STORAGES must map STORAGES aliases to the seconds a presigned "
+            f"URL stays valid (1 to 604800), not {value!r}.",
+            hint='For example {"archive": 300}; remove it to serve every file through Django.',
+            id="files_app.E012",
+        )
+    ]
 
 
 def check_database(

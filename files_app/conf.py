@@ -89,6 +89,12 @@ class Settings:
         return self._get("SIGNED_URL_EXPIRY", 3600)  # type: ignore[no-any-return]
 
     @property
+    def REDIRECT_STORAGES(self) -> dict[str, int]:
+        """Storages (``STORAGES`` aliases, S3) whose moved files are answered with a
+        redirect to a presigned URL valid this many seconds, instead of through Django."""
+        return self._get("REDIRECT_STORAGES", {})  # type: ignore[no-any-return]
+
+    @property
     def DEDUPE(self) -> bool:
         """Whether a stored file whose bytes (SHA-256 and size) another stored file already
         has shares that file's large object instead of keeping a second copy."""

@@ -99,6 +99,19 @@ def probe(storage: Storage) -> None:
         raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
+def presigned_url(
+    alias: str, name: str, *, content_type: str, disposition: str, expire: int
+) -> str:
+    """Return a URL of ``name`` in the S3 storage ``alias`` that anyone may ``GET`` (ranges
+    included) for ``expire`` seconds, answered with this ``Content-Type`` and
+    ``Content-Disposition`` (django-storages' ``url(name, parameters=…, expire=…)``)."""
+    storage = get_storage(alias)
+    if not is_s3(storage):
+        raise FileNotFoundError(f"The storage {alias!r} is not an S3Storage: no presigned URL.")
+    parameters = {"ResponseContentType": content_type, "ResponseContentDisposition": disposition}
+    return str(storage.url(name, parameters=parameters, expire=expire))  # type: ignore[call-arg]
+
+
 class Reader:
     """Reads by offset from one file of a storage that opens seekable files."""
 

@@ -21,6 +21,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponseGone,
+    HttpResponseRedirect,
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
@@ -31,7 +32,7 @@ from django.views.generic.detail import SingleObjectMixin
 
 from files_app import _databases, firstread, mediatypes, responder, streaming
 from files_app.conf import app_settings
-from files_app.external import ExternalFile, StorageUnavailable
+from files_app.external import ExternalFile, StorageUnavailable, presigned_url
 from files_app.fields import default_large_object_storage
 from files_app.models import StoredFile, StoredFileQuerySet
 from files_app.outage import unavailable
@@ -171,6 +172,11 @@ class LargeObjectView(View):
         """Return the Cache-Control header value."""
         return self.cache_control
 
+    def get_redirect(self) -> HttpResponseBase | None:
+        """Return a response that sends the client elsewhere for the file (a redirect), or
+        None to serve it here (the default)."""
+        return None
+
     def get_file_info(self, size: int) -> FileInfo:
         """Return what the responder needs to know of the file, ``size`` bytes long: by
         default from the ``get_*()`` hooks above."""
@@ -198,6 +204,9 @@ class LargeObjectView(View):
 
     def _get(self, request: HttpRequest) -> HttpResponseBase:
         self.object = self.get_object()
+        elsewhere = self.get_redirect()
+        if elsewhere is not None:
+            return elsewhere
         try:
             self.file = _opened(self.get_file())
             size = self.file.size
@@ -392,6 +401,33 @@ class StoredFileView(LargeObjectView):
             offset = firstread.first_read_offset(self._guess, self.object.size)
             found.raw.prefetched(int(actual), offset, bytes(self.object.files_app_first_read))
         return found
+
+    def get_redirect(self) -> HttpResponseBase | None:
+        """Redirect to a presigned URL a file that ``files_move`` took to an S3 storage
+        listed in ``FILES_APP_REDIRECT_STORAGES``: the bucket serves its bytes and ranges
+        (with this download's ``Content-Type`` and ``Content-Disposition``), Django none.
+        The redirect may be reused for half the URL's lifetime, so that a player's range
+        requests do not each come back here."""
+        expire = app_settings.REDIRECT_STORAGES.get(self.object.storage)
+        if not self.object.storage or not expire:
+            return None
+        info = self.object.download_info(cache_control=None, as_attachment=self.as_attachment)
+        disposition = responder.content_disposition(
+            info.filename, as_attachment=info.as_attachment
+        )
+        try:
+            url = presigned_url(
+                self.object.storage,
+                self.object.storage_name,
+                content_type=info.content_type,
+                disposition=disposition,
+                expire=expire,
+            )
+        except FileNotFoundError as exc:
+            raise Http404("The file's storage is not in STORAGES.") from exc
+        response = HttpResponseRedirect(url)
+        response["Cache-Control"] = f"private, max-age={max(expire // 2, 0)}"
+        return response
 
     def get_file_info(self, size: int) -> FileInfo:
         # The one description of a stored file's download, the lean path's too; Last-

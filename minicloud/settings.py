@@ -206,6 +206,11 @@ if bucket := os.environ.get("MINICLOUD_S3_BUCKET", "").strip():
             "location": os.environ.get("MINICLOUD_S3_PREFIX", ""),
         },
     }
+    # MINICLOUD_S3_REDIRECT=<seconds>: downloads of files in the bucket are a redirect to
+    # a presigned URL valid that long (the bucket serves the bytes); unset, Django proxies
+    # them (a bucket private to the servers' network). docs/deployment.md, "Scaling out".
+    if redirect := os.environ.get("MINICLOUD_S3_REDIRECT", "").strip():
+        FILES_APP_REDIRECT_STORAGES = {"s3": int(redirect)}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -34,6 +34,12 @@ def test_default_settings_pass() -> None:
         ("FILES_APP_UPLOAD_EXPIRY", 0, "files_app.E007"),
         ("FILES_APP_UPLOAD_EXPIRY", True, "files_app.E007"),
         ("FILES_APP_DEDUPE", "yes", "files_app.E008"),
+        ("FILES_APP_SIGNED_URL_EXPIRY", 0, "files_app.E011"),
+        ("FILES_APP_SIGNED_URL_EXPIRY", "1h", "files_app.E011"),
+        ("FILES_APP_REDIRECT_STORAGES", ["s3"], "files_app.E012"),
+        ("FILES_APP_REDIRECT_STORAGES", {"nowhere": 60}, "files_app.E012"),
+        ("FILES_APP_REDIRECT_STORAGES", {"default": 0}, "files_app.E012"),
+        ("FILES_APP_REDIRECT_STORAGES", {"default": 8 * 86400}, "files_app.E012"),
     ],
 )
 def test_bad_settings(setting: str, value: object, check_id: str) -> None:

@@ -531,6 +531,43 @@ def test_s3_move_and_serve_in_process(s3: Moto, stored: StoredFile, client: Clie
     assert s3.objects() == {}
 
 
+@pytest.mark.slow
+def test_a_redirect_storage_sends_downloads_to_a_presigned_url(
+    s3: Moto, stored: StoredFile, client: Client, settings: Any
+) -> None:
+    """FILES_APP_REDIRECT_STORAGES (issue 24, point 3): the bucket serves the bytes and the
+    ranges, with the download's type and name; Django only signs."""
+    import time
+    import urllib.request
+    from urllib.parse import parse_qsl, urlsplit
+
+    move("--to", "s3")
+    stored.refresh_from_db()
+    url = stored.get_absolute_url()
+    settings.FILES_APP_REDIRECT_STORAGES = {"s3": 120}
+    response = client.get(url, HTTP_RANGE="bytes=10-19")
+    assert response.status_code == 302
+    assert response["Cache-Control"] == "private, max-age=60"
+    location = response["Location"]
+    assert location.startswith(s3.url)
+    query = dict(parse_qsl(urlsplit(location).query))
+    assert "Signature" in query or "X-Amz-Signature" in query
+    # Valid 120 s: SigV4 says so, SigV2 (moto's default here) says until when.
+    lifetime = int(query.get("X-Amz-Expires") or int(query["Expires"]) - time.time())
+    assert 115 <= lifetime <= 120, query
+    request = urllib.request.Request(location, headers={"Range": "bytes=10-19"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert (reply.status, reply.read()) == (206, DATA[10:20])
+        assert reply.headers["Content-Type"] == stored.content_type
+        assert f'filename="{stored.download_name}"' in reply.headers["Content-Disposition"]
+    # Not listed: proxied through Django, as before.
+    settings.FILES_APP_REDIRECT_STORAGES = {}
+    proxied = client.get(url, HTTP_RANGE="bytes=10-19")
+    assert proxied.status_code == 206
+    assert b"".join(proxied.streaming_content) == DATA[10:20]  # type: ignore[attr-defined]
+    move("--to", "large-objects")
+
+
 def _files_app_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.name == "files_app"]
 

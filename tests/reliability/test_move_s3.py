@@ -311,3 +311,46 @@ def test_s3_stopping_mid_download_ends_the_body_short_with_one_warning(
             subprocess.run(resume, check=True, timeout=60)
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
     own_database.execute("DELETE FROM files_app_storedfile WHERE uuid = %s", (stored,))
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_redirected_downloads_resume_from_the_bucket(
+    kind: str, own_database: OwnDatabase, moto: Moto, moved: dict[str, str], tmp_path: Path
+) -> None:
+    """MINICLOUD_S3_REDIRECT (issue 24, point 3): a moved file's download is a 302 to a
+    presigned URL; curl -L -r and wget -c follow it and get their ranges from the bucket,
+    with the download's type and file name."""
+    env = {**moto.env, "MINICLOUD_S3_REDIRECT": "120"}
+    with running_server(kind, own_database.url, project="minicloud", env=env) as server:
+        path = f"/files/{moved['public']}/public.bin"
+        reply = request(server, "GET", path, {"Range": "bytes=0-9"})
+        assert reply.status == 302, reply.body[:300]
+        location = header(reply, "Location") or ""
+        assert location.startswith(moto.url) and "Signature=" in location
+        assert header(reply, "Cache-Control") == "private, max-age=60"
+        url = server.base_url + path
+        curl, wget = shutil.which("curl"), shutil.which("wget")
+        assert curl and wget, "curl and wget are installed with the project's test tools"
+        headers, body = tmp_path / f"headers-{kind}", tmp_path / f"body-{kind}"
+        ranged = subprocess.run(
+            [curl, "-sfL", "-r", "1000-1999", "-D", str(headers), "-o", str(body), url],
+            capture_output=True,
+            timeout=60,
+        )
+        assert ranged.returncode == 0, ranged.stderr
+        assert body.read_bytes() == DATA[1000:2000]
+        statuses = [line for line in headers.read_text().splitlines() if line.startswith("HTTP/")]
+        assert [line.split()[1] for line in statuses] == ["302", "206"], statuses
+        # The bucket names the file as files_app would.
+        assert 'filename="public.bin"' in headers.read_text()
+        target = tmp_path / f"redirected-{kind}.bin"
+        target.write_bytes(DATA[:12345])
+        result = subprocess.run(
+            [wget, "-c", "-S", "-O", str(target), url], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        # The redirect, then the bucket's 206 (moto says "206 PARTIAL CONTENT"): resumed.
+        assert "HTTP/1.1 302 " in result.stderr and "HTTP/1.1 206 " in result.stderr
+        assert target.read_bytes() == DATA
+        server.check_alive()
+        assert "Traceback" not in server.output(), server.output()
