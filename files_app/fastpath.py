@@ -57,7 +57,7 @@ from files_app.firstread import (
 )
 from files_app.references import column
 from files_app.responder import Plan
-from files_app.sharing import SignedGrant
+from files_app.sharing import LinkState, SignedGrant, read_signed_token
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def find_target(
     request's own URLconf if a middleware set one. ``before_django``: the caller answers
     before Django's handler (files_app.wsgi, files_app.asgi), where no middleware runs.
     """
-    from files_app.sharing import LinkState, read_share_token
+    from files_app.sharing import read_share_token
     from files_app.views import SharedFileView, SignedFileView, cache_control_for_public
 
     if before_django and not _hostrules.handler_may_answer():
@@ -211,8 +211,6 @@ def _signed_grant(token: str) -> SignedGrant | None:
     as much as the rest of finding the file; the answer for a token never changes while
     ``SECRET_KEY`` does not (the expiry is checked at each request).
     """
-    from files_app.sharing import LinkState, read_signed_token
-
     state, grant = read_signed_token(token)
     return grant if state is not LinkState.INVALID else None
 

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 from django.core.files.base import File
-from django.core.files.images import ImageFile
 from django.core.files.storage import Storage, storages
 from django.db import models
-from django.db.models.fields.files import FieldFile
+from django.db.models.fields.files import FieldFile, ImageFieldFile
 
 from files_app.digests import Digest, Hasher
 from files_app.storage import (
@@ -21,7 +20,6 @@ from files_app.storage import (
     LargeObjectUploadedFile,
     describe_name,
     name_parts,
-    object_key,
     object_name,
     oid_from_name,
 )
@@ -146,7 +144,7 @@ class LargeObjectFieldFile(FieldFile):
         """Return the storage name that says which object this is and what it is called:
         ``<oid>-<key>/<filename>`` when files_app recorded them, else the OID."""
         described = self.description()
-        key = object_key(described) if described else None
+        key = described.key if described else None
         if self.oid is None or described is None or key is None:
             return str(self.name or "")
         return object_name("", self.oid, key, described.name or "")
@@ -157,7 +155,7 @@ class LargeObjectFieldFile(FieldFile):
         return str(self.storage.url(self.storage_name()))
 
     def __str__(self) -> str:
-        return (self.filename or self.name or "") if self.name else ""
+        return self.filename or self.name or ""
 
 
 class LargeObjectField(models.FileField):
@@ -251,15 +249,8 @@ class LargeObjectField(models.FileField):
         return file.storage_name() if file else ""
 
 
-class LargeObjectImageFieldFile(ImageFile, LargeObjectFieldFile):
+class LargeObjectImageFieldFile(LargeObjectFieldFile, ImageFieldFile):
     """The image in a :class:`LargeObjectImageField`: ``width`` and ``height`` too."""
-
-    def delete(self, save: bool = True) -> None:
-        if hasattr(self, "_dimensions_cache"):
-            del self._dimensions_cache
-        super().delete(save)
-
-    delete.alters_data = True  # type: ignore[attr-defined]
 
 
 class LargeObjectImageField(LargeObjectField, models.ImageField):

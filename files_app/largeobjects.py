@@ -233,7 +233,7 @@ _OWN_COMMENT = re.compile(
 
 
 KEY_LENGTH = 8
-_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+KEY_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"  # base 36
 
 
 def new_key() -> str:
@@ -241,7 +241,7 @@ def new_key() -> str:
     number, text = secrets.randbelow(36**KEY_LENGTH), ""
     for _ in range(KEY_LENGTH):
         number, digit = divmod(number, 36)
-        text = _DIGITS36[digit] + text
+        text = KEY_DIGITS[digit] + text
     return text
 
 
@@ -574,11 +574,3 @@ def referenced_function(using: str) -> str | None:
                 return None
         _withreferenced_function.add(key)
     return REFERENCED_FUNCTION
-
-
-def created_at(oid: int, using: str) -> float | None:
-    """Return when files_app created the large object (Unix time), or None if unknown."""
-    described = describe(oid, using)
-    if described is None:
-        raise FileNotFoundError(f"Large object {oid} does not exist.")
-    return described.created

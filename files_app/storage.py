@@ -7,7 +7,6 @@ import io
 import mimetypes
 import os
 import posixpath
-import re
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -26,7 +25,7 @@ from django.utils.encoding import filepath_to_uri
 from storages.base import BaseStorage
 from storages.utils import clean_name, get_available_overwrite_name
 
-from files_app import largeobjects, streaming
+from files_app import largeobjects, mediatypes, streaming
 from files_app.conf import app_settings
 from files_app.digests import Digest
 from files_app.responder import Segment
@@ -43,14 +42,7 @@ URL_SALT = "files_app.storage.url"
 OID_DIR_LENGTH = 10 + 1 + largeobjects.KEY_LENGTH + 1
 
 
-_KEY_DIGITS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
-
-
-def object_key(description: largeobjects.Description) -> str | None:
-    """Return the key that names say an object by, beside its OID: a random identity
-    recorded with it, which an OID used again (in this or another database) does not share.
-    None for an object made before keys, or not by files_app."""
-    return description.key
+_KEY_DIGITS = frozenset(largeobjects.KEY_DIGITS)
 
 
 def name_parts(name: str | None) -> tuple[int, str | None] | None:
@@ -87,13 +79,10 @@ def recorded_type(name: str, declared: str | None) -> str | None:
     guessed = mimetypes.guess_type(name)[0] if name else None
     if guessed:
         return guessed
-    essence = (declared or "").split(";")[0].strip().lower()
-    if _MEDIA_TYPE.fullmatch(essence) and essence != "application/octet-stream":
-        return essence
+    parsed = mediatypes.parse(declared)
+    if parsed is not None and parsed.essence != "application/octet-stream":
+        return parsed.essence
     return None
-
-
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
 def describe_name(name: str, using: str) -> tuple[int, largeobjects.Description]:
@@ -113,7 +102,7 @@ def describe_name(name: str, using: str) -> tuple[int, largeobjects.Description]
     described = largeobjects.describe(oid, using)
     if described is None:
         raise FileNotFoundError(f"Large object {oid} ({name!r}) does not exist.")
-    if key is not None and object_key(described) != key:
+    if key is not None and described.key != key:
         raise FileNotFoundError(
             f"Large object {oid} is not the file {name!r} names: another object has its OID "
             "(the database was restored or loaded from elsewhere?)."
@@ -516,7 +505,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
         if isinstance(content, LargeObjectUploadedFile) and content.using == self.using:
             # Streamed into a large object by LargeObjectUploadHandler: keep it, no copy.
             adopted = content.adopt(basename)
-            key = None if adopted is None else object_key(adopted)
+            key = None if adopted is None else adopted.key
             return object_name(directory, content.oid, key, basename)
         content_type = recorded_type(basename, getattr(content, "content_type", None))
         # One transaction: a failure part-way leaves no half-written object behind.
@@ -533,7 +522,7 @@ class LargeObjectStorage(BaseStorage):  # type: ignore[misc]
                 writer.abort(unlink=False)  # the rollback of the atomic block removes it
                 raise
             writer.close()
-        return object_name(directory, writer.oid, object_key(writer.description), basename)
+        return object_name(directory, writer.oid, writer.description.key, basename)
 
     def create_writer(
         self,

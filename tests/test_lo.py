@@ -59,15 +59,15 @@ def test_unlink_reports_whether_the_object_existed() -> None:
         lambda oid: largeobjects.read(oid, 0, 10, DB),
         lambda oid: largeobjects.size(oid, DB),
         lambda oid: largeobjects.write(oid, 0, b"x", DB),
-        lambda oid: largeobjects.created_at(oid, DB),
     ],
-    ids=["read", "size", "write", "created_at"],
+    ids=["read", "size", "write"],
 )
 def test_missing_object_is_file_not_found(operation: Callable[[int], object]) -> None:
     oid = largeobjects.create(DB)
     largeobjects.unlink(oid, DB)
     with pytest.raises(FileNotFoundError):
         operation(oid)
+    assert largeobjects.describe(oid, DB) is None
 
 
 def test_offsets_beyond_4_gib_work() -> None:
@@ -97,7 +97,9 @@ def test_created_objects_are_marked_as_ours_with_their_creation_time() -> None:
 
     before = time.time()
     oid = largeobjects.create(DB)
-    created = largeobjects.created_at(oid, DB)
+    described = largeobjects.describe(oid, DB)
+    assert described is not None and described.key is not None
+    created = described.created
     assert created is not None
     assert before - 1 <= created <= time.time() + 1
     assert maintenance.count(DB, owned=True) >= 1
@@ -108,7 +110,7 @@ def test_foreign_objects_have_no_creation_time() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT lo_create(0)")
         oid = cursor.fetchone()[0]
-    assert largeobjects.created_at(oid, DB) is None
+    assert largeobjects.describe(oid, DB) == largeobjects.Description()  # nothing recorded
     largeobjects.unlink(oid, DB)
 
 
