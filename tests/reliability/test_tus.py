@@ -15,6 +15,7 @@ import random
 import secrets
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +37,14 @@ OCTETS = "application/offset+octet-stream"
 
 class Proxy:
     """A TCP relay in front of a server that can reset the connection after a number of
-    request bytes (as a dropped Wi-Fi does), and slow the request down."""
+    request bytes (as a dropped Wi-Fi does), and slow the request down.
+
+    It passes on what TCP would: a FIN from one side is a half-close to the other (the
+    other side may go on sending), a reset is a reset. A killed server's kernel answers
+    the client's next bytes with a reset; so does the relay. (Closing the client's side
+    politely instead, after having read its last bytes, left tuspy's sendall() waiting on
+    a closed zero window for a minute: CI's "the upload survived its server's SIGKILL".)
+    """
 
     def __init__(self, port: int) -> None:
         self.target = port
@@ -52,48 +60,80 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the server is down: refuse as it would
+                _reset(client)
+                continue
+            pair = _Pair(client, upstream)
+            threading.Thread(target=self._up, args=(pair,), daemon=True).start()
+            threading.Thread(target=self._down, args=(pair,), daemon=True).start()
 
-    def _up(self, client: socket.socket, upstream: socket.socket) -> None:
+    def _up(self, pair: _Pair) -> None:
+        client, upstream = pair.client, pair.upstream
         sent = 0
         try:
             while data := client.recv(64 * 1024):
                 if self.cut_after is not None and sent + len(data) > self.cut_after:
                     upstream.sendall(data[: self.cut_after - sent])
                     self.cut_after = None
-                    for sock in (client, upstream):  # RST, not FIN
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                        sock.close()
+                    pair.reset()  # RST, not FIN
                     return
                 upstream.sendall(data)
                 sent += len(data)
                 time.sleep(self.delay)
-        except OSError:
-            pass
-        _close(client, upstream)
+        except OSError:  # the server's kernel reset the connection (or the client's did)
+            pair.reset()
+            return
+        pair.half_close(upstream)
 
-    def _down(self, upstream: socket.socket, client: socket.socket) -> None:
+    def _down(self, pair: _Pair) -> None:
+        client, upstream = pair.client, pair.upstream
         try:
             while data := upstream.recv(64 * 1024):
                 client.sendall(data)
         except OSError:
-            pass
-        _close(client, upstream)
+            pair.reset()
+            return
+        pair.half_close(client)
 
     def close(self) -> None:
         self.listener.close()
 
 
-def _close(*sockets: socket.socket) -> None:
-    """Close both ends of a relay: shut down first, which wakes the other relay thread
-    blocked in recv() on the same socket (close() alone would not, nor send the peer a FIN,
-    and the client would wait for ever)."""
-    for sock in sockets:
+class _Pair:
+    """A client's connection and the relay's connection upstream for it."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self._lock = threading.Lock()
+        self._open = 2  # directions still relaying
+
+    def half_close(self, sock: socket.socket) -> None:
+        """One direction ended with a FIN: pass it on; close both once both have."""
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
+            sock.shutdown(socket.SHUT_WR)
+        with self._lock:
+            self._open -= 1
+            done = self._open == 0
+        if done:
+            for each in (self.client, self.upstream):
+                each.close()
+
+    def reset(self) -> None:
+        """Reset both connections; shutting down first wakes the other direction's
+        thread out of its recv() (close() alone would not)."""
+        with self._lock:
+            self._open = 0
+        for sock in (self.client, self.upstream):
+            _reset(sock)
+
+
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 @pytest.fixture(scope="module")
