@@ -81,6 +81,7 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     for name, hint, check_id in (
         ("PREPARE", "False behind PgBouncer < 1.22 in transaction mode; else remove it.", "E005"),
         ("DEDUPE", "Remove FILES_APP_DEDUPE to use the default (True).", "E008"),
+        ("SIGNED_REDIRECT", "Remove FILES_APP_SIGNED_REDIRECT to use the default.", "E013"),
     ):
         value = getattr(app_settings, name)
         if not isinstance(value, bool):

@@ -89,6 +89,12 @@ class Settings:
         return self._get("SIGNED_URL_EXPIRY", 3600)  # type: ignore[no-any-return]
 
     @property
+    def SIGNED_REDIRECT(self) -> bool:
+        """Whether a private file's own URL answers a user who may download it with a
+        redirect to a signed URL (which the lean path serves), instead of serving it."""
+        return self._get("SIGNED_REDIRECT", False)  # type: ignore[no-any-return]
+
+    @property
     def REDIRECT_STORAGES(self) -> dict[str, int]:
         """Storages (``STORAGES`` aliases, S3) whose moved files are answered with a
         redirect to a presigned URL valid this many seconds, instead of through Django."""

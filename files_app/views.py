@@ -25,6 +25,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
+from django.utils.cache import patch_vary_headers
 from django.utils.connection import ConnectionDoesNotExist
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -402,12 +403,25 @@ class StoredFileView(LargeObjectView):
             found.raw.prefetched(int(actual), offset, bytes(self.object.files_app_first_read))
         return found
 
+    #: Whether a private file's URL answers a user who may download it with a redirect to
+    #: a signed URL for them (:meth:`StoredFile.signed_url`, served by the lean path);
+    #: None: ``FILES_APP_SIGNED_REDIRECT`` (off by default).
+    signed_redirect: bool | None = None
+
     def get_redirect(self) -> HttpResponseBase | None:
-        """Redirect to a presigned URL a file that ``files_move`` took to an S3 storage
-        listed in ``FILES_APP_REDIRECT_STORAGES``: the bucket serves its bytes and ranges
-        (with this download's ``Content-Type`` and ``Content-Disposition``), Django none.
-        The redirect may be reused for half the URL's lifetime, so that a player's range
-        requests do not each come back here."""
+        """Send the client where the file is served best, or None to serve it here.
+
+        A file that ``files_move`` took to an S3 storage listed in
+        ``FILES_APP_REDIRECT_STORAGES`` goes to a presigned URL: the bucket serves its bytes
+        and ranges (with this download's ``Content-Type`` and ``Content-Disposition``).
+        With :attr:`signed_redirect`, a private file goes to a signed URL for the request's
+        user, which the lean path serves without the session. Either redirect may be reused
+        for half its URL's lifetime, so that a player's range requests do not each come
+        back here.
+        """
+        return self._moved_redirect() or self._signed_redirect()
+
+    def _moved_redirect(self) -> HttpResponseBase | None:
         expire = app_settings.REDIRECT_STORAGES.get(self.object.storage)
         if not self.object.storage or not expire:
             return None
@@ -425,8 +439,20 @@ class StoredFileView(LargeObjectView):
             )
         except FileNotFoundError as exc:
             raise Http404("The file's storage is not in STORAGES.") from exc
-        response = HttpResponseRedirect(url)
-        response["Cache-Control"] = f"private, max-age={max(expire // 2, 0)}"
+        return _reusable_redirect(url, expire)
+
+    def _signed_redirect(self) -> HttpResponseBase | None:
+        wanted = self.signed_redirect
+        if wanted is None:
+            wanted = app_settings.SIGNED_REDIRECT
+        user = self.request.user
+        # A public file keeps its own URL (anyone's, cached by anyone); so does a request
+        # without a user, which found the file on no grounds a signed URL could keep.
+        if not wanted or self.object.public or not user.is_authenticated:
+            return None
+        expire = app_settings.SIGNED_URL_EXPIRY
+        response = _reusable_redirect(self.object.signed_url(user, expires=expire), expire)
+        patch_vary_headers(response, ("Cookie",))  # another user's session: another URL
         return response
 
     def get_file_info(self, size: int) -> FileInfo:
@@ -449,6 +475,14 @@ class StoredFileView(LargeObjectView):
         return self.cache_control
 
 
+def _reusable_redirect(url: str, lifetime: int) -> HttpResponseBase:
+    """A 302 to ``url``, valid ``lifetime`` seconds, that the browser alone may reuse for
+    half that time."""
+    response = HttpResponseRedirect(url)
+    response["Cache-Control"] = f"private, max-age={max(lifetime // 2, 0)}"
+    return response
+
+
 def cache_control_for_public(view: type[StoredFileView] = StoredFileView) -> str:
     """Return the ``Cache-Control`` of a public file: the view's ``public_cache_control``,
     or ``public, max-age=<FILES_APP_PUBLIC_MAX_AGE>``."""
@@ -460,6 +494,8 @@ class SharedFileView(StoredFileView):
 
     A tampered link is 404 and an expired one 410; neither says anything about the file.
     """
+
+    signed_redirect = False  # the link is the grounds: there is no user to sign for
 
     def get_object(self) -> StoredFile:
         state, file_uuid = read_share_token(self.kwargs["token"])
@@ -481,6 +517,8 @@ class SignedFileView(StoredFileView):
     A tampered URL, one with another file name, or one whose file was replaced, deleted or
     made invisible on its grounds is 404; an expired one 410.
     """
+
+    signed_redirect = False  # it is the signed URL
 
     def get_object(self) -> StoredFile:
         state, grant = read_signed_token(self.kwargs["token"])

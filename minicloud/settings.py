@@ -212,6 +212,11 @@ if bucket := os.environ.get("MINICLOUD_S3_BUCKET", "").strip():
     if redirect := os.environ.get("MINICLOUD_S3_REDIRECT", "").strip():
         FILES_APP_REDIRECT_STORAGES = {"s3": int(redirect)}
 
+# MINICLOUD_SIGNED_REDIRECT=1: a private file's URL answers its user with a redirect to a
+# signed URL (served by the lean path, without the session); the address bar then shows a
+# URL anyone holding it may use for an hour. docs/using.md, "Serving files".
+FILES_APP_SIGNED_REDIRECT = _flag("MINICLOUD_SIGNED_REDIRECT")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -264,6 +264,10 @@ class Reply:
     headers: list[tuple[str, str]]
     body: bytes
 
+    def header(self, name: str) -> str | None:
+        """Return the first value of the header ``name`` (any case), or None."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
 
 class Reachable(Protocol):
     """What request() needs of a server: a way to connect (an app server, or nginx)."""

@@ -169,6 +169,54 @@ def test_chromium_plays_and_seeks_a_video(
     stored.delete()
 
 
+def test_chromium_follows_a_private_videos_redirect_to_a_signed_url(
+    browser: Any, live_server: Any, video_path: Path, settings: Any
+) -> None:
+    """FILES_APP_SIGNED_REDIRECT: the player asks the private video's own URL once, with the
+    session; every range after that (play, seek to the middle, to the end) goes to the
+    signed URL it was sent to (which needs no session): the redirect is not paid per range."""
+    from django.core.signals import request_started
+    from django.test import Client
+
+    settings.FILES_APP_SIGNED_REDIRECT = True
+    owner = User.objects.create_user("viewer")
+    with video_path.open("rb") as f:
+        stored = StoredFile(file=File(f, name="clip.webm"), public=False, owner=owner)
+        stored.save()
+    client = Client()
+    client.force_login(owner)
+    session = client.cookies["sessionid"].value
+    seen: list[tuple[str, str | None]] = []
+
+    def on_request(sender: Any, environ: Any = None, **kwargs: Any) -> None:
+        if environ and environ.get("PATH_INFO", "").startswith("/files/"):
+            seen.append((environ["PATH_INFO"], environ.get("HTTP_RANGE")))
+
+    request_started.connect(on_request)
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": session, "url": live_server.url}])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        # A page of the site, as the video's own page would be: the session cookie
+        # (SameSite=Lax) goes with the player's requests.
+        page.goto(f"{live_server.url}/admin/login/")
+        page.set_content(
+            f'<video src="{live_server.url}{stored.get_absolute_url()}" preload="metadata" '
+            "muted controls></video>"
+        )
+        _play_and_seek(page)
+    finally:
+        request_started.disconnect(on_request)
+        context.close()
+    canonical = [entry for entry in seen if entry[0] == stored.get_absolute_url()]
+    signed = [entry for entry in seen if entry[0].startswith("/files/signed/")]
+    assert len(canonical) == 1, seen  # the redirect, once
+    assert signed and len(signed) == len(seen) - 1, seen
+    assert any(header and not header.startswith("bytes=0-") for _, header in signed), seen
+    stored.delete()
+
+
 SAMPLES = {
     "notes.txt": b"Plain text notes.\n" * 50,
     "report.pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 4000,

@@ -20,7 +20,13 @@ from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from files_app.models import StoredFile
-from files_app.sharing import LinkState, SignedGrant, make_signed_url, read_signed_token
+from files_app.sharing import (
+    LinkState,
+    SignedGrant,
+    make_share_url,
+    make_signed_url,
+    read_signed_token,
+)
 from tests.lean import LEAN, spy_lean_answers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -234,3 +240,105 @@ def test_the_template_tag_makes_urls_for_the_pages_user(
         Context({"file": secret})
     )
     assert Client().get(anonymous).status_code == 404
+
+
+# FILES_APP_SIGNED_REDIRECT: a private file's own URL sends its user to a signed URL.
+
+
+@pytest.fixture
+def redirecting(settings: SettingsWrapper) -> SettingsWrapper:
+    settings.FILES_APP_SIGNED_REDIRECT = True
+    settings.FILES_APP_SIGNED_URL_EXPIRY = 600
+    return settings
+
+
+def _client_of(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_private_files_url_redirects_its_user_to_a_signed_url(
+    store: Callable[..., StoredFile], owner: User, door: str, redirecting: SettingsWrapper
+) -> None:
+    secret = store(DATA, "diary.bin", public=False, owner=owner)
+    client = _client_of(owner)
+    for method in (client.get, client.head):
+        moved = method(secret.get_absolute_url(), headers={"Range": "bytes=0-99"})
+        assert moved.status_code == 302
+        # Reusable by the browser alone, for half the URL's lifetime; another session
+        # (another user) must not reuse it.
+        assert moved["Cache-Control"] == "private, max-age=300"
+        assert "Cookie" in moved["Vary"]
+    location = moved["Location"]
+    assert location.startswith("/files/signed/") and location.endswith("/diary.bin")
+    _, grant = read_signed_token(location.split("/")[-2])
+    assert grant is not None
+    assert (grant.uuid, grant.user, grant.every) == (secret.uuid, str(owner.pk), False)
+    assert time.time() + 590 < grant.expires <= time.time() + 601
+    # The signed URL serves the ranges, without the session.
+    part = Client().get(location, headers={"Range": "bytes=100-199"})
+    assert (part.status_code, _body(part)) == (206, DATA[100:200])
+
+
+def test_a_staff_user_is_redirected_on_the_permissions_grounds(
+    store: Callable[..., StoredFile], owner: User, other: User, redirecting: SettingsWrapper
+) -> None:
+    secret = store(DATA, "a.bin", public=False, owner=owner)
+    other.user_permissions.add(Permission.objects.get(codename="view_storedfile"))
+    moved = _client_of(other).get(secret.get_absolute_url())
+    assert moved.status_code == 302
+    _, grant = read_signed_token(moved["Location"].split("/")[-2])
+    assert grant is not None and (grant.user, grant.every) == (str(other.pk), True)
+
+
+def test_who_may_not_download_is_not_redirected(
+    store: Callable[..., StoredFile],
+    owner: User,
+    other: User,
+    door: str,
+    redirecting: SettingsWrapper,
+) -> None:
+    """The redirect comes after the access rule: anyone else still gets a 404, which says
+    nothing of the file."""
+    secret = store(DATA, "a.bin", public=False, owner=owner)
+    assert Client().get(secret.get_absolute_url()).status_code == 404
+    assert _client_of(other).get(secret.get_absolute_url()).status_code == 404
+
+
+def test_public_files_shares_and_signed_urls_are_not_redirected(
+    store: Callable[..., StoredFile], owner: User, door: str, redirecting: SettingsWrapper
+) -> None:
+    """A public file keeps its URL (anyone's, cached by anyone), even for a signed-in user;
+    a share link and a signed URL serve the file themselves."""
+    client = _client_of(owner)
+    public = store(DATA, "open.bin", public=True, owner=owner)
+    assert _body(client.get(public.get_absolute_url())) == DATA
+    secret = store(DATA, "a.bin", public=False, owner=owner)
+    share = make_share_url(secret.uuid, "a.bin", timedelta(minutes=5))
+    for url in (share, secret.signed_url(owner)):
+        assert (client.get(url).status_code, client.head(url).status_code) == (200, 200)
+
+
+def test_the_redirect_is_off_unless_asked_for(
+    store: Callable[..., StoredFile], owner: User, settings: SettingsWrapper
+) -> None:
+    from files_app.views import StoredFileView
+
+    secret = store(DATA, "a.bin", public=False, owner=owner)
+    request = RequestFactory().get(secret.get_absolute_url())
+    request.user = owner
+    kwargs = {"uuid": secret.uuid, "filename": "a.bin"}
+    assert _body(StoredFileView.as_view()(request, **kwargs)) == DATA
+    # A view of the project's may ask for it without the setting, or refuse it with it.
+    assert StoredFileView.as_view(signed_redirect=True)(request, **kwargs).status_code == 302
+    settings.FILES_APP_SIGNED_REDIRECT = True
+    assert StoredFileView.as_view()(request, **kwargs).status_code == 302
+    assert _body(StoredFileView.as_view(signed_redirect=False)(request, **kwargs)) == DATA
+
+
+def test_the_setting_is_checked(settings: SettingsWrapper) -> None:
+    from files_app.checks import check_settings
+
+    settings.FILES_APP_SIGNED_REDIRECT = "yes"
+    assert [error.id for error in check_settings()] == ["files_app.E013"]

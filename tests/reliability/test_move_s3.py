@@ -22,7 +22,7 @@ import pytest
 from tests.moto import BUCKET, Moto, running_moto
 from tests.reliability.clients import download
 from tests.reliability.conftest import MiB, OwnDatabase, manage, share_link
-from tests.servers import MINICLOUD_ENV, ROOT, SERVER_KINDS, Reply, Server, request, running_server
+from tests.servers import MINICLOUD_ENV, ROOT, SERVER_KINDS, Server, request, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
 
@@ -64,10 +64,6 @@ def moved(own_database: OwnDatabase, moto: Moto) -> dict[str, str]:
     return files
 
 
-def header(reply: Reply, name: str) -> str | None:
-    return next((v for k, v in reply.headers if k.lower() == name.lower()), None)
-
-
 def _large_objects(database: OwnDatabase) -> int:
     return int(database.execute("SELECT count(*) FROM pg_largeobject_metadata")[0][0])
 
@@ -88,7 +84,7 @@ def test_moved_files_are_served_from_the_bucket_with_ranges(
     path = f"/files/{moved['public']}/public.bin"
     whole = request(server, "GET", path)
     assert (whole.status, whole.body) == (200, DATA)
-    etag = header(whole, "ETag")
+    etag = whole.header("ETag")
     assert etag == f'"{hashlib.sha256(DATA).hexdigest()}"'
     for asked, start, stop in (
         ("bytes=0-0", 0, 1),
@@ -98,14 +94,14 @@ def test_moved_files_are_served_from_the_bucket_with_ranges(
     ):
         part = request(server, "GET", path, {"Range": asked})
         assert (part.status, part.body) == (206, DATA[start:stop]), asked
-        assert header(part, "Content-Range") == f"bytes {start}-{stop - 1}/{len(DATA)}"
+        assert part.header("Content-Range") == f"bytes {start}-{stop - 1}/{len(DATA)}"
     multi = request(server, "GET", path, {"Range": "bytes=0-99,2000000-2000099"})
     assert multi.status == 206
     assert DATA[:100] in multi.body and DATA[2000000:2000100] in multi.body
     assert request(server, "GET", path, {"Range": f"bytes={len(DATA)}-"}).status == 416
     assert request(server, "GET", path, {"If-None-Match": str(etag)}).status == 304
     head = request(server, "HEAD", path)
-    assert (head.status, header(head, "Content-Length"), head.body) == (200, str(len(DATA)), b"")
+    assert (head.status, head.header("Content-Length"), head.body) == (200, str(len(DATA)), b"")
     # Private: its owner's session, not anyone; a share link for anyone.
     private = f"/files/{moved['private']}/private.bin"
     assert request(server, "GET", private).status == 404
@@ -215,7 +211,7 @@ def test_a_stopped_s3_is_a_503_and_the_move_says_so(own_database: OwnDatabase) -
             moto.process.wait(10)
             reply = request(s, "GET", f"/files/{stored}/stranded.bin")
             assert reply.status == 503
-            assert header(reply, "Retry-After")
+            assert reply.header("Retry-After")
             assert b"storage holding this file cannot be reached" in reply.body
             assert "Traceback" not in s.output(), s.output()
         back = manage(
@@ -325,9 +321,9 @@ def test_redirected_downloads_resume_from_the_bucket(
         path = f"/files/{moved['public']}/public.bin"
         reply = request(server, "GET", path, {"Range": "bytes=0-9"})
         assert reply.status == 302, reply.body[:300]
-        location = header(reply, "Location") or ""
+        location = reply.header("Location") or ""
         assert location.startswith(moto.url) and "Signature=" in location
-        assert header(reply, "Cache-Control") == "private, max-age=60"
+        assert reply.header("Cache-Control") == "private, max-age=60"
         url = server.base_url + path
         curl, wget = shutil.which("curl"), shutil.which("wget")
         assert curl and wget, "curl and wget are installed with the project's test tools"
