@@ -217,6 +217,66 @@ def test_chromium_follows_a_private_videos_redirect_to_a_signed_url(
     stored.delete()
 
 
+def test_chromium_plays_a_moved_video_from_the_bucket(
+    browser: Any, live_server: Any, video_path: Path, settings: Any, monkeypatch: Any
+) -> None:
+    """FILES_APP_REDIRECT_STORAGES (issue 24, point 3): a video that files_move took to S3
+    (moto) plays and seeks in Chromium through the redirect to a presigned URL; the player
+    asks Django once and the bucket for every range."""
+    from django.core.management import call_command
+    from django.core.signals import request_started
+
+    from tests.moto import BUCKET, CREDENTIALS, running_moto
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with running_moto() as moto:
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "s3": {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": moto.url},
+            },
+        }
+        settings.FILES_APP_REDIRECT_STORAGES = {"s3": 600}
+        with video_path.open("rb") as f:
+            stored = StoredFile(file=File(f, name="clip.webm"), public=True)
+            stored.save()
+        call_command("files_move", "--to", "s3", stdout=io.StringIO())
+        stored.refresh_from_db()
+        assert stored.storage == "s3"
+        asked: list[str] = []
+
+        def on_request(sender: Any, environ: Any = None, **kwargs: Any) -> None:
+            if environ and environ.get("PATH_INFO", "").startswith("/files/"):
+                asked.append(environ["PATH_INFO"])
+
+        request_started.connect(on_request)
+        page = browser.new_page()
+        from_bucket: list[tuple[int, str | None]] = []
+        page.on(
+            "response",
+            lambda response: (
+                response.url.startswith(moto.url)
+                and from_bucket.append((response.status, response.request.headers.get("range")))
+            ),
+        )
+        try:
+            page.set_content(
+                f'<video src="{live_server.url}{stored.get_absolute_url()}" '
+                'preload="metadata" muted controls></video>'
+            )
+            _play_and_seek(page)
+        finally:
+            request_started.disconnect(on_request)
+            page.close()
+        assert asked == [stored.get_absolute_url()], asked  # Django: the redirect, once
+        ranged = [(status, header) for status, header in from_bucket if header]
+        assert ranged and all(status == 206 for status, _ in ranged), from_bucket
+        assert any(not header.startswith("bytes=0-") for _, header in ranged), from_bucket
+        stored.delete()
+
+
 SAMPLES = {
     "notes.txt": b"Plain text notes.\n" * 50,
     "report.pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 4000,
