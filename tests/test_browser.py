@@ -254,13 +254,12 @@ def test_chromium_plays_a_moved_video_from_the_bucket(
         request_started.connect(on_request)
         page = browser.new_page()
         from_bucket: list[tuple[int, str | None]] = []
-        page.on(
-            "response",
-            lambda response: (
-                response.url.startswith(moto.url)
-                and from_bucket.append((response.status, response.request.headers.get("range")))
-            ),
-        )
+
+        def on_response(response: Any) -> None:
+            if response.url.startswith(moto.url):
+                from_bucket.append((response.status, response.request.headers.get("range")))
+
+        page.on("response", on_response)
         try:
             page.set_content(
                 f'<video src="{live_server.url}{stored.get_absolute_url()}" '
