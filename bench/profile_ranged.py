@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,9 @@ PARTS = {
 }
 
 
-def innermost(raw: Path, pattern: str, top: int) -> list[tuple[str, float]]:
-    """Return the ``top`` functions matching ``pattern`` that samples were in innermost (of
-    those that match), with their share of all samples."""
+def _shares(raw: Path, key: Callable[[list[str]], str | None]) -> list[tuple[str, float]]:
+    """Count a py-spy raw profile's samples by ``key(frames, outermost first)`` (None: not
+    counted); return (key, share of all samples), largest first."""
     total = 0
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
@@ -82,31 +83,35 @@ def innermost(raw: Path, pattern: str, top: int) -> list[tuple[str, float]]:
         if not stack:
             continue
         total += int(number)
-        found = next((f for f in reversed(stack.split(";")) if re.search(pattern, f)), None)
-        if found:
-            counts[re.sub(r":\d+\)$", ")", found)] += int(number)
-    return [(name, count / total) for name, count in counts.most_common(top)]
+        found = key(stack.split(";"))
+        if found is not None:
+            counts[found] += int(number)
+    return [(name, count / total) for name, count in counts.most_common()] if total else []
+
+
+def innermost(raw: Path, pattern: str, top: int) -> list[tuple[str, float]]:
+    """Return the ``top`` functions matching ``pattern`` that samples were in innermost (of
+    those that match), with their share of all samples."""
+
+    def function(frames: list[str]) -> str | None:
+        found = next((f for f in reversed(frames) if re.search(pattern, f)), None)
+        return re.sub(r":\d+\)$", ")", found) if found else None
+
+    return _shares(raw, function)[:top]
 
 
 def summarize(raw: Path) -> list[tuple[str, float]]:
-    """Return (part, share of samples) from a py-spy raw profile, largest first."""
-    total = 0
-    shares: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, number = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(number)
-        total += count
-        frames = stack.split(";")
-        for frame in reversed(frames):  # innermost first
-            part = next((name for name, rx in PARTS.items() if re.search(rx, frame)), None)
-            if part:
-                shares[part] += count
-                break
-        else:
-            shares["other"] += count
-    return [(name, count / total) for name, count in shares.most_common()] if total else []
+    """Return (part of PARTS, share of samples), largest first: each sample counts towards
+    the innermost frame that a part names."""
+
+    def part(frames: list[str]) -> str:
+        for frame in reversed(frames):
+            found = next((name for name, rx in PARTS.items() if re.search(rx, frame)), None)
+            if found:
+                return found
+        return "other"
+
+    return _shares(raw, part)
 
 
 def cpu_of(processes: list[Any]) -> float:
