@@ -23,7 +23,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import catalogue
+from files_app import archive, catalogue
 from files_app.csrf import reject_before_body
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
@@ -213,7 +213,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "created",
         "updated",
     ]
-    actions = ["make_public", "make_private", "create_share_links"]
+    actions = ["make_public", "make_private", "create_share_links", "download_zip"]
     action_form = ShareActionForm
     change_list_template = "admin/files_app/storedfile/change_list.html"
 
@@ -438,6 +438,13 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def make_private(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
         count = queryset.update(public=False)
         self.message_user(request, f"{count} file(s) are now private.", messages.SUCCESS)
+
+    @admin.action(description="Download selected files as one ZIP", permissions=["view"])
+    def download_zip(
+        self, request: HttpRequest, queryset: QuerySet[StoredFile]
+    ) -> HttpResponseBase:
+        """Stream the selection as one ZIP (files_app.archive), in the list's order."""
+        return archive.zip_response(request, queryset)
 
     @admin.action(description="Create share links for selected files", permissions=["view"])
     def create_share_links(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:

@@ -13,6 +13,8 @@ urlpatterns = [
     path("lo/<str:token>/<path:filename>", views.StorageFileView.as_view(), name="storage-file"),
     path("share/<str:token>/<path:filename>", views.SharedFileView.as_view(), name="share"),
     path("signed/<str:token>/<path:filename>", views.SignedFileView.as_view(), name="signed"),
+    # A selection as one ZIP: zip/?file=<uuid>&file=<uuid>...
+    path("zip/", views.ZipView.as_view(), name="zip"),
     # Resumable uploads (tus 1.0): POST here creates one at uploads/<id>.
     path("uploads/", tus.UploadView.as_view(), name="uploads"),
     path("uploads/<uuid:upload_id>", tus.UploadView.as_view(), name="upload"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -19,6 +20,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBadRequest,
     HttpResponseBase,
     HttpResponseGone,
     HttpResponseRedirect,
@@ -31,7 +33,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic.detail import SingleObjectMixin
 
-from files_app import _databases, firstread, mediatypes, responder, streaming
+from files_app import _databases, archive, firstread, mediatypes, responder, streaming
 from files_app.conf import app_settings
 from files_app.external import ExternalFile, StorageUnavailable, presigned_url
 from files_app.fields import default_large_object_storage
@@ -58,6 +60,7 @@ __all__ = [
     "SignedFileView",
     "StorageFileView",
     "StoredFileView",
+    "ZipView",
     "file_response",
 ]
 
@@ -615,3 +618,41 @@ class FieldFileView(_SingleObject, LargeObjectView):
         if not isinstance(file, FieldFile):
             raise ImproperlyConfigured(f"{self.field!r} is not a file field of {self.model}.")
         return file
+
+
+class ZipView(View):
+    """Stream the stored files ``?file=<uuid>&file=<uuid>…`` names as one ZIP
+    (:func:`files_app.archive.zip_response`), those the request's user may download
+    (:meth:`StoredFile.visible_to`), in the order given; 404 if there are none, 400 for a
+    malformed or too long list."""
+
+    model: type[StoredFile] = StoredFile
+    #: The most files one archive may name.
+    max_files = 1000
+    #: The archive's file name.
+    filename = "files.zip"
+    http_method_names = ["get"]
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        wanted = request.GET.getlist("file")
+        if not wanted or len(wanted) > self.max_files:
+            return HttpResponseBadRequest(
+                f"Name 1 to {self.max_files} files: ?file=<uuid>&file=<uuid>...\n",
+                content_type="text/plain; charset=utf-8",
+            )
+        try:
+            order = list(dict.fromkeys(uuid.UUID(value) for value in wanted))
+        except ValueError:
+            return HttpResponseBadRequest(
+                "Each file is named by its UUID.\n", content_type="text/plain; charset=utf-8"
+            )
+        visible = self.model.visible_to(request.user)
+        found = {
+            stored.uuid: stored
+            for stored in self.model._default_manager.filter(visible, uuid__in=order)
+        }
+        if not found:
+            raise Http404("None of these files exists or may be downloaded.")
+        return archive.zip_response(
+            request, [found[key] for key in order if key in found], self.filename
+        )
