@@ -42,6 +42,30 @@ def selection(store: Callable[..., StoredFile], owner: User) -> list[StoredFile]
     return [store(data, name, owner=owner, public=False) for name, data in FILES.items()]
 
 
+@pytest.fixture
+def elsewhere(tmp_path: Any, settings: Any) -> Any:
+    """A file-system storage files_move can take files to; return its directory."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "elsewhere": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    return tmp_path
+
+
+def _move(stored: StoredFile) -> StoredFile:
+    from django.core.management import call_command
+
+    call_command(
+        "files_move", "--to", "elsewhere", "--uuid", str(stored.uuid), stdout=io.StringIO()
+    )
+    stored.refresh_from_db()
+    assert stored.storage == "elsewhere"
+    return stored
+
+
 def _zip_url(*files: StoredFile) -> str:
     return reverse("files_app:zip") + "?" + "&".join(f"file={f.uuid}" for f in files)
 
@@ -151,25 +175,11 @@ def test_the_admin_action_streams_the_selection(
 
 
 def test_twins_and_moved_files_are_read_where_they_are(
-    store: Callable[..., StoredFile], tmp_path: Any, settings: Any
+    store: Callable[..., StoredFile], elsewhere: Any
 ) -> None:
-    from django.core.management import call_command
-
     first = store(b"same bytes", "one.txt")
     second = store(b"same bytes", "one.txt")  # dedupe: one object, two names
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "elsewhere": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
-    moved = store(b"moved away", "away.txt")
-    call_command(
-        "files_move", "--to", "elsewhere", "--uuid", str(moved.uuid), stdout=io.StringIO()
-    )
-    moved.refresh_from_db()
-    assert moved.storage == "elsewhere"
+    moved = _move(store(b"moved away", "away.txt"))
     body = b"".join(zip_stream([first, second, moved]))
     assert _unpacked(body) == {
         "one.txt": b"same bytes",
@@ -179,29 +189,16 @@ def test_twins_and_moved_files_are_read_where_they_are(
 
 
 def test_a_member_that_is_not_its_row_stops_the_archive(
-    store: Callable[..., StoredFile], tmp_path: Any, settings: Any
+    store: Callable[..., StoredFile], elsewhere: Any
 ) -> None:
     """A moved file whose copy changed size behind the app's back (a large object cannot:
     a trigger keeps rows true to them) ends the archive with an error instead of a member
     that is not the file."""
-    from django.core.management import call_command
-
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "elsewhere": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
-    stored = store(b"twelve bytes", "a.bin")
-    call_command(
-        "files_move", "--to", "elsewhere", "--uuid", str(stored.uuid), stdout=io.StringIO()
-    )
-    stored.refresh_from_db()
-    (tmp_path / stored.storage_name).write_bytes(b"five!")
+    stored = _move(store(b"twelve bytes", "a.bin"))
+    (elsewhere / stored.storage_name).write_bytes(b"five!")
     with pytest.raises(ArchiveError, match="holds 5 bytes, not 12"):
         b"".join(zip_stream([stored]))
-    (tmp_path / stored.storage_name).unlink()
+    (elsewhere / stored.storage_name).unlink()
     with pytest.raises(ArchiveError, match="has no data"):
         b"".join(zip_stream([stored]))
 
