@@ -168,6 +168,20 @@ class Server:
         self.log.seek(0)
         return self.log.read().decode("utf-8", "replace")
 
+    def rss(self, *, workers_only: bool = False) -> int:
+        """Return the resident memory of the server's processes (``workers_only``: of its
+        workers, or of the server itself if it has none), in bytes."""
+        import psutil  # type: ignore[import-untyped]
+
+        master = psutil.Process(self.process.pid)
+        children = master.children(recursive=True)
+        processes = (children or [master]) if workers_only else [master, *children]
+        total = 0
+        for process in processes:
+            with suppress(psutil.NoSuchProcess):
+                total += process.memory_info().rss
+        return total
+
     def check_alive(self) -> None:
         code = self.process.poll()
         assert code is None, f"{self.kind} exited with {code}:\n{self.output()}"

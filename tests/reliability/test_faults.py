@@ -145,12 +145,6 @@ def test_the_first_request_after_a_postgres_restart_succeeds(
     server.check_alive()
 
 
-def _rss(server: Server) -> int:
-    master = psutil.Process(server.process.pid)
-    workers = master.children(recursive=True) or [master]
-    return sum(process.memory_info().rss for process in workers)
-
-
 def test_200_clients_leaving_mid_download_leave_nothing_behind(
     server: Server, own_database: OwnDatabase, big_file: str
 ) -> None:
@@ -167,7 +161,7 @@ def test_200_clients_leaving_mid_download_leave_nothing_behind(
         for thread in threads[batch : batch + 20]:
             thread.join(60)
         time.sleep(0.5)  # let the server notice the last ones left
-        sizes.append(_rss(server))
+        sizes.append(server.rss(workers_only=True))
     # Nothing waits in a transaction, and the connections are the pool's, not one per client.
     wait_until(
         lambda: all(state == "idle" for state, _ in own_database.backends()),

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
 import pytest
 
 from tests.reliability.clients import download
@@ -119,11 +118,6 @@ def _slow(server: Server, stored: Stored, tally: Tally, results: list[float]) ->
     results.append(reply.seconds)
 
 
-def _rss(server: Server) -> int:
-    master = psutil.Process(server.process.pid)
-    return sum(p.memory_info().rss for p in [master, *master.children(recursive=True)])
-
-
 def test_mixed_load_with_slow_clients(
     server: Server, own_database: OwnDatabase, files: list[Stored], slow_file: Stored
 ) -> None:
@@ -131,7 +125,7 @@ def test_mixed_load_with_slow_clients(
     for stored in files:  # warm up every worker's pool, imports and buffers
         for _ in range(4):
             download(server, stored.path, {"Range": "bytes=0-65535"})
-    baseline_rss = _rss(server)
+    baseline_rss = server.rss()
     samples: list[tuple[int, int, int]] = []  # (connections, idle in transaction, rss)
     done = threading.Event()
 
@@ -139,7 +133,7 @@ def test_mixed_load_with_slow_clients(
         while not done.wait(1.0):
             states = [state for state, _ in own_database.backends()]
             stuck = sum(1 for state in states if state.startswith("idle in transaction"))
-            samples.append((len(states), stuck, _rss(server)))
+            samples.append((len(states), stuck, server.rss()))
 
     slow_seconds: list[float] = []
     started = time.monotonic()
@@ -160,7 +154,7 @@ def test_mixed_load_with_slow_clients(
     done.set()
     threads[0].join()
     elapsed = time.monotonic() - started
-    final_rss = _rss(server)
+    final_rss = server.rss()
 
     figures = {
         "server": server.kind,
