@@ -38,6 +38,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(once)
 
 
+def zeros_sha256(size: int) -> str:
+    """Return the SHA-256 of ``size`` zero bytes, hashed in pieces."""
+    digest, block = hashlib.sha256(), bytes(8 * MiB)
+    for _ in range(size // len(block)):
+        digest.update(block)
+    digest.update(bytes(size % len(block)))
+    return digest.hexdigest()
+
+
 @dataclass
 class OwnDatabase:
     """A PostgreSQL server of a test module's own, with minicloud's tables in it."""
@@ -67,8 +76,12 @@ class OwnDatabase:
         public: bool = True,
         owner: str | None = None,
         content_type: str = "application/octet-stream",
+        zeros: int = 0,
     ) -> str:
-        """Store a file the way StoredFile.save() would, and return its UUID."""
+        """Store a file the way StoredFile.save() would, and return its UUID. ``zeros``
+        instead of ``data``: a file of that many zero bytes, in a sparse large object (one
+        byte written at its end; PostgreSQL reads the hole as zeros), which costs nothing
+        to make however large."""
         import psycopg
 
         file_uuid = str(uuid.uuid4())
@@ -77,6 +90,8 @@ class OwnDatabase:
             row = cursor.fetchone()
             assert row is not None
             oid = row[0]
+            if zeros:
+                cursor.execute("SELECT lo_put(%s, %s, %b)", (oid, zeros - 1, b"\0"))
             for offset in range(0, len(data), 8 * MiB):
                 cursor.execute(
                     "SELECT lo_put(%s, %s, %b)", (oid, offset, data[offset : offset + 8 * MiB])
@@ -91,8 +106,8 @@ class OwnDatabase:
                     oid,
                     name,
                     content_type,
-                    len(data),
-                    hashlib.sha256(data).hexdigest(),
+                    zeros or len(data),
+                    zeros_sha256(zeros) if zeros else hashlib.sha256(data).hexdigest(),
                     public,
                     owner,
                 ),

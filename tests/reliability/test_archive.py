@@ -17,14 +17,13 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import MiB, OwnDatabase
+from tests.reliability.conftest import MiB, OwnDatabase, zeros_sha256
 from tests.servers import SERVER_KINDS, Server, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
@@ -36,35 +35,6 @@ SMALL = {
 }
 
 
-def _zeros_sha256(size: int) -> str:
-    digest, block = hashlib.sha256(), bytes(8 * MiB)
-    for _ in range(size // len(block)):
-        digest.update(block)
-    digest.update(bytes(size % len(block)))
-    return digest.hexdigest()
-
-
-def _store_zeros(database: OwnDatabase, name: str, size: int, owner: str) -> str:
-    """A stored file of ``size`` zero bytes in a sparse large object; return its UUID."""
-    import psycopg
-
-    file_uuid = str(uuid.uuid4())
-    with psycopg.connect(database.url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT lo_create(0)")
-        row = cursor.fetchone()
-        assert row is not None
-        oid = row[0]
-        cursor.execute("SELECT lo_put(%s, %s, %b)", (oid, size - 1, b"\0"))
-        cursor.execute(f"COMMENT ON LARGE OBJECT {int(oid)} IS 'files_app created=0'")
-        cursor.execute(
-            "INSERT INTO files_app_storedfile (uuid, file, name, content_type, size, sha256, "
-            "created, updated, public, owner_id) VALUES (%s, %s, %s, %s, %s, %s, now(), now(), "
-            "false, (SELECT id FROM auth_user WHERE username = %s))",
-            (file_uuid, oid, name, "application/octet-stream", size, _zeros_sha256(size), owner),
-        )
-    return file_uuid
-
-
 @pytest.fixture(scope="module")
 def selection(own_database: OwnDatabase) -> dict[str, str]:
     session = own_database.sessions({"zipper": "user"})["zipper"]
@@ -72,7 +42,8 @@ def selection(own_database: OwnDatabase) -> dict[str, str]:
         own_database.store(name, data, public=False, owner="zipper")
         for name, data in SMALL.items()
     ]
-    uuids.insert(1, _store_zeros(own_database, "zeros.img", BIG, "zipper"))
+    zeros = own_database.store("zeros.img", b"", public=False, owner="zipper", zeros=BIG)
+    uuids.insert(1, zeros)
     return {
         "cookie": f"sessionid={session}",
         "path": "/files/zip/?" + "&".join(f"file={each}" for each in uuids),
@@ -142,7 +113,7 @@ def test_a_zip_over_4_gib_streams_and_unpacks(
     assert "No errors detected" in tested.stdout
     expected = {
         "notes.txt": hashlib.sha256(SMALL["notes.txt"]).hexdigest(),
-        "zeros.img": _zeros_sha256(BIG),
+        "zeros.img": zeros_sha256(BIG),
         "random.bin": hashlib.sha256(SMALL["random.bin"]).hexdigest(),
     }
     with zipfile.ZipFile(target) as archive:
