@@ -44,6 +44,7 @@ MAIN_ONLY = {
     "playwright",
     "pytest-cov",
     "ruff",
+    "stream-zip",
     "twine",
     "types-psycopg2",
 }

@@ -15,7 +15,7 @@ peak of memory Python allocated (tracemalloc) while writing:
 - stream-zip ``NO_COMPRESSION_64`` (buffered): one pass, but the member is held in memory
   until its CRC is known (run on a tenth of the size).
 
-stream-zip needs ``pip install stream-zip`` (not in the requirements).
+stream-zip comes with requirements-dev.txt (files_app does not use it).
 """
 
 from __future__ import annotations
