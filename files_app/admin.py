@@ -24,8 +24,9 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
 from files_app import archive, catalogue
+from files_app.conf import app_settings
 from files_app.csrf import reject_before_body
-from files_app.models import StoredFile
+from files_app.models import StoredFile, TrashedFile
 from files_app.sharing import make_share_url
 from files_app.uploadhandler import LargeObjectUploadHandler, UploadTooLarge
 
@@ -476,3 +477,65 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             ),
             messages.SUCCESS,
         )
+
+    # -- the trash (FILES_APP_TRASH_DAYS) ---------------------------------------------
+
+    def delete_model(self, request: HttpRequest, obj: StoredFile) -> None:
+        obj.delete(by=request.user)  # to the trash, with who deleted it, when it is on
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        if app_settings.TRASH_DAYS:
+            queryset.trash(by=request.user)  # type: ignore[attr-defined]
+        else:
+            queryset.delete()
+
+
+@admin.register(TrashedFile)
+class TrashedFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The trash: files deleted less than ``FILES_APP_TRASH_DAYS`` ago, who deleted them and
+    when; restore them (same UUID and links) or delete them for good. ``files_sweep``
+    empties what is older."""
+
+    list_display = ["name", "human_size", "owner", "trashed", "trashed_by", "purge_after"]
+    list_select_related = ["owner", "trashed_by"]
+    search_fields = ["name"]
+    paginator = CataloguePaginator
+    show_full_result_count = False
+    actions = ["restore_files"]
+    fields = ("name", "content_type", "human_size", "sha256", "owner", "trashed", "trashed_by")
+    readonly_fields = fields
+
+    @admin.display(description="size", ordering="size")
+    def human_size(self, obj: StoredFile) -> str:
+        return filesizeformat(obj.size)
+
+    @admin.display(description="deleted for good after")
+    def purge_after(self, obj: StoredFile) -> Any:
+        return obj.trashed + timedelta(days=app_settings.TRASH_DAYS) if obj.trashed else None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # The stored files' permissions, not the proxy model's own: who may delete stored files
+    # may see, restore and empty the trash.
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("files_app.view_storedfile") or self.has_restore_permission(
+            request
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("files_app.delete_storedfile")
+
+    def has_restore_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("files_app.delete_storedfile")
+
+    @admin.action(description="Restore selected files", permissions=["restore"])
+    def restore_files(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        count = queryset.restore()  # type: ignore[attr-defined]
+        self.message_user(request, f"{count} file(s) restored.", messages.SUCCESS)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        queryset.delete()  # in the trash already: deleted for good

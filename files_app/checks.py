@@ -22,12 +22,14 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
         ("PUBLIC_MAX_AGE", 0, "300", "files_app.E006"),
         ("UPLOAD_EXPIRY", 1, "one day", "files_app.E007"),
         ("SIGNED_URL_EXPIRY", 1, "one hour", "files_app.E011"),
+        ("TRASH_DAYS", 0, "0, no trash", "files_app.E014"),
     ):
         value = getattr(app_settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             errors.append(
                 checks.Error(
-                    f"FILES_APP_{name} must be a number of seconds >= {lowest}, not {value!r}.",
+                    f"FILES_APP_{name} must be a number of "
+                    f"{'days' if name == 'TRASH_DAYS' else 'seconds'} >= {lowest}, not {value!r}.",
                     hint=f"Remove FILES_APP_{name} to use the default ({default}).",
                     id=check_id,
                 )

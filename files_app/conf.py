@@ -89,6 +89,12 @@ class Settings:
         return self._get("SIGNED_URL_EXPIRY", 3600)  # type: ignore[no-any-return]
 
     @property
+    def TRASH_DAYS(self) -> int:
+        """Days a deleted stored file stays in the trash before ``files_sweep`` deletes it;
+        0: deleting deletes at once."""
+        return self._get("TRASH_DAYS", 0)  # type: ignore[no-any-return]
+
+    @property
     def SIGNED_REDIRECT(self) -> bool:
         """Whether a private file's own URL answers a user who may download it with a
         redirect to a signed URL (which the lean path serves), instead of serving it."""

@@ -241,6 +241,8 @@ def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, 
     allowed: Q | None = None
     if rule == "public":
         allowed = StoredFile.visible_to(None)
+    elif rule == "any":
+        allowed = StoredFile.downloadable()
     elif isinstance(rule, tuple):
         version, user, every = rule
         grant = SignedGrant(uuid.UUID(int=0), version, "", user, every, 0)

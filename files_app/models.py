@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,6 +20,7 @@ from django.db import connections, models, router, transaction
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.urls import reverse
+from django.utils import timezone
 
 from files_app import external, firstread, largeobjects, mediatypes, references, responder
 from files_app.conf import app_settings
@@ -32,7 +33,7 @@ from files_app.storage import oid_from_name
 
 logger = logging.getLogger("files_app")
 
-__all__ = ["StoredFile", "StoredFileQuerySet", "Upload"]
+__all__ = ["StoredFile", "StoredFileQuerySet", "TrashedFile", "Upload"]
 
 
 NAME_LENGTH = 255
@@ -130,6 +131,37 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
 
     update.alters_data = True  # type: ignore[attr-defined]
 
+    def trash(self, by: Any | None = None) -> int:
+        """Move the live files of this queryset to the trash (``FILES_APP_TRASH_DAYS``),
+        noting ``by`` (a user) and the time; return how many moved. Nothing is freed: the
+        rows keep their objects until ``files_sweep`` empties the trash."""
+        return self.filter(trashed__isnull=True).update(
+            trashed=timezone.now(), trashed_by=_user_or_none(by)
+        )
+
+    trash.alters_data = True  # type: ignore[attr-defined]
+
+    def restore(self) -> int:
+        """Take the files of this queryset out of the trash; return how many came back."""
+        return self.filter(trashed__isnull=False).update(trashed=None, trashed_by=None)
+
+    restore.alters_data = True  # type: ignore[attr-defined]
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """With ``FILES_APP_TRASH_DAYS``, move live files to the trash and delete those
+        already in it; without, delete (and free what no other row holds)."""
+        if not app_settings.TRASH_DAYS:
+            return super().delete()
+        # Those already in the trash first: the ones trashed now must not be purged too.
+        in_trash = self.filter(trashed__isnull=False)
+        deleted, counts = super(StoredFileQuerySet, in_trash).delete()
+        moved = self.trash()
+        label = self.model._meta.label
+        return deleted + moved, {**counts, label: counts.get(label, 0) + moved}
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
     def with_first_read(self, guess: tuple[int, int]) -> StoredFileQuerySet:
         """Annotate each row with its object's size (NULL for a missing object) and the
         bytes of ``guess``, a :func:`files_app.firstread.first_read_guess`: the row, the
@@ -189,6 +221,28 @@ def _derived_message(fields: AbstractSet[str]) -> str:
     )
 
 
+def _user_or_none(user: Any | None) -> Any | None:
+    """A user to note as having trashed files: None for none, or an anonymous one."""
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+_StoredFileManager = models.Manager.from_queryset(StoredFileQuerySet)
+
+
+class LiveFileManager(_StoredFileManager["StoredFile"]):
+    """Stored files outside the trash: what the app shows, lists and serves."""
+
+    def get_queryset(self) -> StoredFileQuerySet:
+        return cast(StoredFileQuerySet, super().get_queryset().filter(trashed__isnull=True))
+
+
+class TrashManager(_StoredFileManager["StoredFile"]):
+    """Stored files in the trash."""
+
+    def get_queryset(self) -> StoredFileQuerySet:
+        return cast(StoredFileQuerySet, super().get_queryset().filter(trashed__isnull=False))
+
+
 class StoredFile(models.Model):
     """A file kept in a large object, with the metadata to serve it."""
 
@@ -236,8 +290,23 @@ class StoredFile(models.Model):
     storage_name = models.CharField(
         max_length=1024, blank=True, default="", db_default="", editable=False
     )
+    # In the trash since (FILES_APP_TRASH_DAYS), and who put it there; NULL: a live file.
+    trashed = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
+    trashed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
-    objects = StoredFileQuerySet.as_manager()
+    #: Files outside the trash (the default manager: the admin, the views, your queries).
+    objects = LiveFileManager()
+    #: Every row, in the trash or not.
+    everything = StoredFileQuerySet.as_manager()
+    #: The trash.
+    in_trash = TrashManager()
 
     # The name and content type as loaded or last saved (see from_db()).
     _loaded: tuple[str | None, str | None] = (None, None)
@@ -248,8 +317,9 @@ class StoredFile(models.Model):
         ordering = ["-created", "-pk"]
         verbose_name = "stored file"
         # Cascades (a deleted owner) go through StoredFileQuerySet too, and free the
-        # objects a big delete queued.
-        base_manager_name = "objects"
+        # objects a big delete queued; they see the trash too.
+        base_manager_name = "everything"
+        default_manager_name = "objects"
         indexes = [models.Index(fields=["public", "-created"], name="files_app_public_created")]
         constraints = [
             # A file lives in exactly one place: its large object or another storage.
@@ -293,6 +363,29 @@ class StoredFile(models.Model):
         return reverse(
             "files_app:download", kwargs={"uuid": self.uuid, "filename": self.download_name}
         )
+
+    def delete(
+        self, using: Any = None, keep_parents: bool = False, *, by: Any | None = None
+    ) -> tuple[int, dict[str, int]]:
+        """With ``FILES_APP_TRASH_DAYS``, move the file to the trash (noting ``by``, a user):
+        nothing is freed, and :meth:`restore` brings it back; a file already in the trash,
+        or any file without the setting, is deleted (its object freed if no other row holds
+        it)."""
+        if app_settings.TRASH_DAYS and self.trashed is None:
+            self.trashed, self.trashed_by = timezone.now(), _user_or_none(by)
+            self.save(update_fields=["trashed", "trashed_by"], using=using)
+            return 1, {self._meta.label: 1}
+        return super().delete(using=using, keep_parents=keep_parents)
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+
+    def restore(self) -> None:
+        """Take the file out of the trash: the same UUID, URL, share links and signed URLs
+        (those not expired) download it again."""
+        self.trashed, self.trashed_by = None, None
+        self.save(update_fields=["trashed", "trashed_by"])
+
+    restore.alters_data = True  # type: ignore[attr-defined]
 
     @classmethod
     def from_db(
@@ -356,12 +449,18 @@ class StoredFile(models.Model):
         """Return the one rule of who may download what (see :meth:`visible_to`), from the
         grounds :meth:`grounds_of` gives: a signed URL keeps those, not the user."""
         if every:
-            return models.Q()
+            return cls.downloadable()
         visible = models.Q(public=True)
         if user_key is not None:
             owner = cls._meta.get_field("owner").target_field  # type: ignore[union-attr]
             visible |= models.Q(owner=owner.to_python(user_key))
-        return visible
+        return cls.downloadable() & visible
+
+    @staticmethod
+    def downloadable() -> models.Q:
+        """Return the rows anyone may download at all, by any URL: those outside the trash
+        (share links, whose holders may have any file, are held to this alone)."""
+        return models.Q(trashed__isnull=True)
 
     @property
     def version(self) -> str:
@@ -554,6 +653,20 @@ class StoredFile(models.Model):
             if twin is not None:
                 return Digest(twin[0], twin[1], opened.read(SNIFF_BYTES))
             return digest_chunks(opened.chunks())
+
+
+class TrashedFile(StoredFile):
+    """The trash, for the admin's trash view: stored files deleted less than
+    ``FILES_APP_TRASH_DAYS`` ago."""
+
+    objects = TrashManager()  # type: ignore[assignment,misc]
+
+    class Meta:
+        proxy = True
+        verbose_name = "trashed file"
+        ordering = ["-trashed", "-pk"]
+        default_manager_name = "objects"
+        base_manager_name = "everything"
 
 
 class Upload(models.Model):

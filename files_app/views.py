@@ -339,7 +339,7 @@ class StoredFileView(LargeObjectView):
     def get_queryset(self) -> QuerySet[StoredFile]:
         """Return the stored files the current user may download
         (:meth:`StoredFile.visible_to`, the rule the lean path keeps too)."""
-        queryset = self.model._default_manager.all()
+        queryset: QuerySet[StoredFile] = self.model._default_manager.all()
         return queryset.filter(self.model.visible_to(self.request.user))
 
     def get_object(self) -> StoredFile:

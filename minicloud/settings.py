@@ -212,6 +212,10 @@ if bucket := os.environ.get("MINICLOUD_S3_BUCKET", "").strip():
     if redirect := os.environ.get("MINICLOUD_S3_REDIRECT", "").strip():
         FILES_APP_REDIRECT_STORAGES = {"s3": int(redirect)}
 
+# MINICLOUD_TRASH_DAYS=<days>: deleted files wait that long in the admin's trash, restorable,
+# before files_sweep deletes them (docs/using.md, "The trash"); unset or 0: no trash.
+FILES_APP_TRASH_DAYS = int(os.environ.get("MINICLOUD_TRASH_DAYS", "0") or 0)
+
 # MINICLOUD_SIGNED_REDIRECT=1: a private file's URL answers its user with a redirect to a
 # signed URL (served by the lean path, without the session); the address bar then shows a
 # URL anyone holding it may use for an hour. docs/using.md, "Serving files".

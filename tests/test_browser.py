@@ -402,6 +402,33 @@ def test_admin_walkthrough(
     context.close()
 
 
+def test_admin_trash_delete_and_restore(browser: Any, live_server: Any, settings: Any) -> None:
+    """FILES_APP_TRASH_DAYS (issue 25): deleting in the admin moves the file to the trash
+    (its URL answers 404, the trash lists who deleted it), restoring brings it back."""
+    settings.FILES_APP_TRASH_DAYS = 30
+    User.objects.create_superuser("keeper", password="trash-pw")
+    stored = StoredFile(file=File(io.BytesIO(b"keep me\n"), name="keep.txt"), public=True)
+    stored.save()
+    url = f"{live_server.url}{stored.get_absolute_url()}"
+    context = browser.new_context()
+    page = context.new_page()
+    _login(page, live_server.url, "keeper", "trash-pw")
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/{stored.pk}/delete/")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/files_app/storedfile/$"))
+    assert context.request.get(url).status == 404
+    page.goto(f"{live_server.url}/admin/files_app/trashedfile/")
+    row = page.locator("#result_list tbody tr", has_text="keep.txt")
+    assert "keeper" in row.inner_text()
+    page.check(f"input[name=_selected_action][value='{stored.pk}']")
+    page.select_option("select[name=action]", "restore_files")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=1 file(s) restored.")
+    response = context.request.get(url)
+    assert response.status == 200 and response.body() == b"keep me\n"
+    context.close()
+
+
 def test_stored_html_and_svg_never_run_in_the_sites_origin(browser: Any, live_server: Any) -> None:
     # However their type is spelled, they are downloads in a CSP sandbox: navigating to them
     # or framing them from a page of the site runs nothing in the site's origin.

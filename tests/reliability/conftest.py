@@ -17,6 +17,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from minicloud.pgserver import PostgresServer
-from tests.servers import MINICLOUD_ENV, ROOT
+from tests.servers import MINICLOUD_ENV, ROOT, Server, running_server
 
 MiB = 2**20
 
@@ -175,6 +176,18 @@ def share_link(url: str, file_uuid: str, name: str, *, env: dict[str, str] | Non
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def minicloud_on(
+    kind: str, database: OwnDatabase, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Run minicloud (with more ``env``) under ``kind`` against ``database``; afterwards,
+    check that it is alive and wrote no traceback."""
+    with running_server(kind, database.url, project="minicloud", env=env) as running:
+        yield running
+        running.check_alive()
+        assert "Traceback" not in running.output(), running.output()
 
 
 @pytest.fixture(scope="module")

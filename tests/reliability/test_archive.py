@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import MiB, OwnDatabase, zeros_sha256
-from tests.servers import SERVER_KINDS, Server, running_server
+from tests.reliability.conftest import MiB, OwnDatabase, minicloud_on, zeros_sha256
+from tests.servers import SERVER_KINDS, Server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
 
@@ -52,10 +52,8 @@ def selection(own_database: OwnDatabase) -> dict[str, str]:
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
 def server(request: pytest.FixtureRequest, own_database: OwnDatabase) -> Iterator[Server]:
-    with running_server(request.param, own_database.url, project="minicloud") as running:
+    with minicloud_on(request.param, own_database) as running:
         yield running
-        running.check_alive()
-        assert "Traceback" not in running.output(), running.output()
 
 
 class _Memory(threading.Thread):

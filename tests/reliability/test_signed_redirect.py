@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import MiB, OwnDatabase
-from tests.servers import SERVER_KINDS, Server, request, running_server
+from tests.reliability.conftest import MiB, OwnDatabase, minicloud_on
+from tests.servers import SERVER_KINDS, Server, request
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
 
@@ -39,11 +39,8 @@ def site(own_database: OwnDatabase) -> dict[str, str]:
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
 def server(request: pytest.FixtureRequest, own_database: OwnDatabase) -> Iterator[Server]:
-    env = {"MINICLOUD_SIGNED_REDIRECT": "1"}
-    with running_server(request.param, own_database.url, project="minicloud", env=env) as running:
+    with minicloud_on(request.param, own_database, {"MINICLOUD_SIGNED_REDIRECT": "1"}) as running:
         yield running
-        running.check_alive()
-        assert "Traceback" not in running.output(), running.output()
 
 
 def test_the_private_url_redirects_its_user_only(server: Server, site: dict[str, str]) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from files_app import largeobjects, maintenance, tus
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
-from files_app.models import PendingRemoval, drain_removals
+from files_app.models import PendingRemoval, StoredFile, drain_removals
 from files_app.references import reference_columns
 
 # More unlinks than this in one transaction can exhaust the lock table (docs/design.md,
@@ -21,7 +22,8 @@ MAX_BATCH = 1000
 class Command(BaseCommand):
     help = (
         "Free what files_app knows is garbage: large objects that a big delete queued, "
-        "expired unfinished resumable uploads, moved files their rows let go of, and the "
+        "expired unfinished resumable uploads, moved files their rows let go of, stored "
+        "files in the trash longer than FILES_APP_TRASH_DAYS (all of them with 0), and the "
         "objects of uploads that no save adopted (older than the grace period). A file that "
         "Storage.save() handed out is never freed by default: it lives until "
         "Storage.delete(), as on any Django storage. --unreferenced also frees every large "
@@ -108,6 +110,13 @@ class Command(BaseCommand):
             )
 
     def _drain_queues(self, using: str, batch_size: int) -> None:
+        # The trash's old files go first: what their rows held is freed below with the rest.
+        cutoff = timezone.now() - timedelta(days=app_settings.TRASH_DAYS)
+        old = StoredFile.in_trash.using(using).filter(trashed__lte=cutoff)
+        purged = old.count()
+        if purged:
+            old.delete()
+            self.stdout.write(f"Deleted {purged} stored file(s) from the trash.")
         # Objects a big delete queued are freed first, whatever their age.
         drained = maintenance.drain_unlinks(using, batch=min(batch_size, maintenance.UNLINK_BATCH))
         if drained:
