@@ -484,10 +484,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         obj.delete(by=request.user)  # to the trash, with who deleted it, when it is on
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
-        if app_settings.TRASH_DAYS:
-            queryset.trash(by=request.user)  # type: ignore[attr-defined]
-        else:
-            queryset.delete()
+        queryset.delete(by=request.user)  # type: ignore[call-arg]
 
 
 @admin.register(TrashedFile)
@@ -536,6 +533,3 @@ class TrashedFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def restore_files(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
         count = queryset.restore()  # type: ignore[attr-defined]
         self.message_user(request, f"{count} file(s) restored.", messages.SUCCESS)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
-        queryset.delete()  # in the trash already: deleted for good

@@ -18,18 +18,17 @@ from files_app.conf import app_settings
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     """Check the FILES_APP_* settings."""
     errors: list[checks.CheckMessage] = []
-    for name, lowest, default, check_id in (
-        ("PUBLIC_MAX_AGE", 0, "300", "files_app.E006"),
-        ("UPLOAD_EXPIRY", 1, "one day", "files_app.E007"),
-        ("SIGNED_URL_EXPIRY", 1, "one hour", "files_app.E011"),
-        ("TRASH_DAYS", 0, "0, no trash", "files_app.E014"),
+    for name, lowest, unit, default, check_id in (
+        ("PUBLIC_MAX_AGE", 0, "seconds", "300", "files_app.E006"),
+        ("UPLOAD_EXPIRY", 1, "seconds", "one day", "files_app.E007"),
+        ("SIGNED_URL_EXPIRY", 1, "seconds", "one hour", "files_app.E011"),
+        ("TRASH_DAYS", 0, "days", "0, no trash", "files_app.E014"),
     ):
         value = getattr(app_settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             errors.append(
                 checks.Error(
-                    f"FILES_APP_{name} must be a number of "
-                    f"{'days' if name == 'TRASH_DAYS' else 'seconds'} >= {lowest}, not {value!r}.",
+                    f"FILES_APP_{name} must be a number of {unit} >= {lowest}, not {value!r}.",
                     hint=f"Remove FILES_APP_{name} to use the default ({default}).",
                     id=check_id,
                 )

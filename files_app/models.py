@@ -147,15 +147,16 @@ class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
 
     restore.alters_data = True  # type: ignore[attr-defined]
 
-    def delete(self) -> tuple[int, dict[str, int]]:
-        """With ``FILES_APP_TRASH_DAYS``, move live files to the trash and delete those
-        already in it; without, delete (and free what no other row holds)."""
+    def delete(self, *, by: Any | None = None) -> tuple[int, dict[str, int]]:
+        """With ``FILES_APP_TRASH_DAYS``, move live files to the trash (noting ``by``, a
+        user) and delete those already in it; without, delete (and free what no other row
+        holds)."""
         if not app_settings.TRASH_DAYS:
             return super().delete()
         # Those already in the trash first: the ones trashed now must not be purged too.
         in_trash = self.filter(trashed__isnull=False)
         deleted, counts = super(StoredFileQuerySet, in_trash).delete()
-        moved = self.trash()
+        moved = self.trash(by)
         label = self.model._meta.label
         return deleted + moved, {**counts, label: counts.get(label, 0) + moved}
 

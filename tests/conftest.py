@@ -31,6 +31,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
         settings.DATABASES["default"][key] = parsed[key]
 
 
+@pytest.fixture(params=["views", "lean path"])
+def door(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Run a test through the views and through the lean path (FileServingMiddleware
+    first): both must give the same answers."""
+    from tests.lean import LEAN
+
+    if request.param == "lean path":
+        settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
+    return str(request.param)
+
+
 @pytest.fixture
 def lo_count() -> Callable[[], int]:
     """Return a function counting the large objects in the test database."""

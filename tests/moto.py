@@ -42,6 +42,14 @@ class Moto:
             "MINICLOUD_S3_ENDPOINT_URL": self.url,
         }
 
+    def storage(self) -> dict[str, Any]:
+        """A ``STORAGES`` entry for the bucket on this server (django-storages' S3Storage;
+        the credentials come from the environment: CREDENTIALS)."""
+        return {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": self.url},
+        }
+
     def client(self) -> Any:
         import boto3  # type: ignore[import-untyped]
 

@@ -227,18 +227,12 @@ def test_chromium_plays_a_moved_video_from_the_bucket(
     from django.core.management import call_command
     from django.core.signals import request_started
 
-    from tests.moto import BUCKET, CREDENTIALS, running_moto
+    from tests.moto import CREDENTIALS, running_moto
 
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     with running_moto() as moto:
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "s3": {
-                "BACKEND": "storages.backends.s3.S3Storage",
-                "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": moto.url},
-            },
-        }
+        settings.STORAGES = {**settings.STORAGES, "s3": moto.storage()}
         settings.FILES_APP_REDIRECT_STORAGES = {"s3": 600}
         with video_path.open("rb") as f:
             stored = StoredFile(file=File(f, name="clip.webm"), public=True)

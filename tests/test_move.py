@@ -468,13 +468,7 @@ def moto_server() -> Iterator[Moto]:
 def s3(moto_server: Moto, settings: Any, monkeypatch: Any) -> Iterator[Moto]:
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "s3": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": moto_server.url},
-        },
-    }
+    settings.STORAGES = {**settings.STORAGES, "s3": moto_server.storage()}
     yield moto_server
     client = moto_server.client()
     for key in moto_server.objects():
@@ -616,13 +610,7 @@ def test_s3_dying_mid_download_ends_the_body_short_with_one_warning(
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     with running_moto() as dying:
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "s3": {
-                "BACKEND": "storages.backends.s3.S3Storage",
-                "OPTIONS": {"bucket_name": BUCKET, "endpoint_url": dying.url},
-            },
-        }
+        settings.STORAGES = {**settings.STORAGES, "s3": dying.storage()}
         stored = store(data, name="cut.bin")
         move("--to", "s3", "--uuid", str(stored.uuid))
         stored.refresh_from_db()

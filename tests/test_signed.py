@@ -44,14 +44,6 @@ def other() -> User:
     return User.objects.create_user("other", password="x")
 
 
-@pytest.fixture(params=["views", "lean path"])
-def door(request: pytest.FixtureRequest, settings: SettingsWrapper) -> str:
-    """Each case through the views and through the lean path: the same answers."""
-    if request.param == "lean path":
-        settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
-    return str(request.param)
-
-
 def _body(response: Any) -> bytes:
     if hasattr(response, "streaming_content"):
         return b"".join(response.streaming_content)

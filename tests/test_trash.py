@@ -22,7 +22,6 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from files_app.models import StoredFile, TrashedFile
 from files_app.sharing import make_share_url
 from files_app.storage import oid_from_name
-from tests.lean import LEAN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,13 +32,6 @@ DATA = b"kept for a while\n" * 100
 def trash(settings: SettingsWrapper) -> SettingsWrapper:
     settings.FILES_APP_TRASH_DAYS = 30
     return settings
-
-
-@pytest.fixture(params=["views", "lean path"])
-def door(request: pytest.FixtureRequest, settings: SettingsWrapper) -> str:
-    if request.param == "lean path":
-        settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
-    return str(request.param)
 
 
 def _object_exists(stored: StoredFile) -> bool:

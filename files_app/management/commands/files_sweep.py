@@ -113,9 +113,7 @@ class Command(BaseCommand):
         # The trash's old files go first: what their rows held is freed below with the rest.
         cutoff = timezone.now() - timedelta(days=app_settings.TRASH_DAYS)
         old = StoredFile.in_trash.using(using).filter(trashed__lte=cutoff)
-        purged = old.count()
-        if purged:
-            old.delete()
+        if purged := old.delete()[1].get(StoredFile._meta.label, 0):
             self.stdout.write(f"Deleted {purged} stored file(s) from the trash.")
         # Objects a big delete queued are freed first, whatever their age.
         drained = maintenance.drain_unlinks(using, batch=min(batch_size, maintenance.UNLINK_BATCH))
