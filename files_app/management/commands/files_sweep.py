@@ -112,8 +112,11 @@ class Command(BaseCommand):
     def _drain_queues(self, using: str, batch_size: int) -> None:
         # The trash's old files go first: what their rows held is freed below with the rest.
         cutoff = timezone.now() - timedelta(days=app_settings.TRASH_DAYS)
+        # Counted first: a delete, even of nothing, drains the unlink queue itself, which
+        # the next step does and reports.
         old = StoredFile.in_trash.using(using).filter(trashed__lte=cutoff)
-        if purged := old.delete()[1].get(StoredFile._meta.label, 0):
+        if purged := old.count():
+            old.delete()
             self.stdout.write(f"Deleted {purged} stored file(s) from the trash.")
         # Objects a big delete queued are freed first, whatever their age.
         drained = maintenance.drain_unlinks(using, batch=min(batch_size, maintenance.UNLINK_BATCH))
