@@ -15,10 +15,12 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, URLPattern, reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
@@ -213,6 +215,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "location",
         "created",
         "updated",
+        "version_list",
     ]
     actions = ["make_public", "make_private", "create_share_links", "download_zip"]
     action_form = ShareActionForm
@@ -235,7 +238,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_fieldsets(self, request: HttpRequest, obj: StoredFile | None = None) -> Any:
         if obj is None:
             return [(None, {"fields": ["file", "name", "content_type", "public", "owner"]})]
-        return [
+        fieldsets: list[Any] = [
             (None, {"fields": ["preview", "download_link", "file", "name", "content_type"]}),
             ("Access", {"fields": ["public", "owner"]}),
             (
@@ -243,6 +246,9 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 {"fields": ["uuid", "human_size", "sha256", "location", "created", "updated"]},
             ),
         ]
+        if app_settings.VERSIONS or obj.versions.exists():
+            fieldsets.append(("Versions", {"fields": ["version_list"]}))
+        return fieldsets
 
     # -- uploads --------------------------------------------------------------------
 
@@ -252,7 +258,12 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             for action in ("add", "change"):
                 if pattern.name == self._url_name(action):
                     pattern.callback = self._streaming_uploads(pattern.callback, action)
-        return urls
+        restore = path(
+            "<path:object_id>/versions/<int:number>/restore/",
+            self.admin_site.admin_view(self.restore_version_view),
+            name=self._url_name("restore_version"),
+        )
+        return [restore, *urls]
 
     def _url_name(self, view: str) -> str:
         return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
@@ -313,7 +324,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def save_model(self, request: HttpRequest, obj: StoredFile, form: Any, change: bool) -> None:
         if not change and obj.owner_id is None:
             obj.owner = request.user  # type: ignore[assignment]
-        super().save_model(request, obj, form, change)
+        obj.save(by=request.user)  # who replaced it, noted with the version it leaves
         for upload in getattr(form, "extra_files", []):
             StoredFile(file=upload, public=obj.public, owner=obj.owner).save()
         if extra := len(getattr(form, "extra_files", [])):
@@ -427,6 +438,84 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 obj.name,
             )
         return "No preview for this type."
+
+    @admin.display(description="earlier versions")
+    def version_list(self, obj: StoredFile) -> str:
+        versions = list(obj.versions.select_related("replaced_by")) if obj.pk else []
+        if not versions:
+            kept = app_settings.VERSIONS
+            return f"None yet: replacing the file keeps the {kept} latest earlier contents."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            '<td><code title="{}">{}…</code></td><td><a href="{}">download</a></td>'
+            '<td><a class="files-app-restore" href="{}">restore</a></td></tr>',
+            (
+                (
+                    version.number,
+                    version.name,
+                    date_format(timezone.localtime(version.replaced), "DATETIME_FORMAT"),
+                    version.replaced_by or "-",
+                    filesizeformat(version.size),
+                    version.sha256,
+                    version.sha256[:12],
+                    version.get_absolute_url(),
+                    reverse(
+                        f"{self.admin_site.name}:{self._url_name('restore_version')}",
+                        args=[obj.pk, version.number],
+                    ),
+                )
+                for version in versions
+            ),
+        )
+        return format_html(
+            '<table class="files-app-versions"><thead><tr><th>version</th><th>name</th>'
+            "<th>replaced</th><th>by</th><th>size</th><th>SHA-256</th><th></th><th></th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def restore_version_view(
+        self, request: HttpRequest, object_id: str, number: int
+    ) -> HttpResponse:
+        """Ask, then make version ``number`` the file's content again (what it holds
+        becomes a version in turn)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such stored file.")
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        version = obj.versions.filter(number=number).first()
+        if version is None:
+            raise Http404("No such version.")
+        change_url = reverse(f"{self.admin_site.name}:{self._url_name('change')}", args=[obj.pk])
+        if request.method == "POST":
+            try:
+                obj.restore_version(number, by=request.user)
+            except FileNotFoundError:
+                self.message_user(
+                    request, f"The bytes of {version} are gone: nothing changed.", messages.ERROR
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Restored {version}; what it replaced is a version now.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(change_url)
+        return TemplateResponse(
+            request,
+            "admin/files_app/storedfile/restore_version.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "object": obj,
+                "version": version,
+                "size": filesizeformat(version.size),
+                "change_url": change_url,
+                "title": f"Restore {version}?",
+            },
+        )
 
     # -- actions --------------------------------------------------------------------
 

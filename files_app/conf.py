@@ -95,6 +95,12 @@ class Settings:
         return self._get("TRASH_DAYS", 0)  # type: ignore[no-any-return]
 
     @property
+    def VERSIONS(self) -> int:
+        """How many earlier contents of a stored file replacing it keeps (its versions,
+        newest first); 0: replacing a file frees what it held."""
+        return self._get("VERSIONS", 0)  # type: ignore[no-any-return]
+
+    @property
     def SIGNED_REDIRECT(self) -> bool:
         """Whether a private file's own URL answers a user who may download it with a
         redirect to a signed URL (which the lean path serves), instead of serving it."""

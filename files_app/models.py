@@ -18,7 +18,7 @@ from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connections, models, router, transaction
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Now
+from django.db.models.functions import Now, RowNumber
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ from files_app.storage import oid_from_name
 
 logger = logging.getLogger("files_app")
 
-__all__ = ["StoredFile", "StoredFileQuerySet", "TrashedFile", "Upload"]
+__all__ = ["FileVersion", "StoredFile", "StoredFileQuerySet", "TrashedFile", "Upload"]
 
 
 NAME_LENGTH = 255
@@ -313,6 +313,8 @@ class StoredFile(models.Model):
     _loaded: tuple[str | None, str | None] = (None, None)
     # The object that size and sha256 describe, as loaded or last saved.
     _described_oid: int | None = None
+    # Who is saving (save(by=)): noted with the version a replaced content becomes.
+    _changed_by: Any = None
 
     class Meta:
         ordering = ["-created", "-pk"]
@@ -340,9 +342,13 @@ class StoredFile(models.Model):
     def __str__(self) -> str:
         return self.name or str(self.uuid)
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(self, *args: Any, by: Any | None = None, **kwargs: Any) -> None:
+        """Save the row, storing and describing a new file first; ``by`` (a user) is who
+        replaced the file, noted with the version the old content becomes
+        (``FILES_APP_VERSIONS``)."""
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         update_fields = kwargs.get("update_fields")
+        self._changed_by = by
         # One transaction for the large object and the row: a failed INSERT or UPDATE
         # leaves no committed object behind (docs/design.md, "Large objects").
         with transaction.atomic(using=using):
@@ -424,16 +430,18 @@ class StoredFile(models.Model):
         return f'"{sha256}"' if sha256 else f'"{oid}"'
 
     @classmethod
-    def visible_to(cls, user: Any | None) -> models.Q:
+    def visible_to(cls, user: Any | None, *, public: bool = True) -> models.Q:
         """Return the rule of who may download what, as a filter: public files to anyone,
         private ones to their owner and to users with ``files_app.view_storedfile``.
 
         ``user`` None stands for anyone at all: the lean path (files_app.fastpath), which
         knows no user, serves only what this allows then, compiled into its own query, and
         hands every other request to the views, which apply it with the request's user.
+        ``public=False`` leaves public files to their owner and those users too: who may
+        download a file's earlier versions (:class:`FileVersion`).
         """
         user_key, every = cls.grounds_of(user)
-        return cls.visible_by(user_key, every=every)
+        return cls.visible_by(user_key, every=every, public=public)
 
     @staticmethod
     def grounds_of(user: Any | None) -> tuple[str | None, bool]:
@@ -446,12 +454,14 @@ class StoredFile(models.Model):
         return (str(user.pk) if user.is_authenticated else None), every
 
     @classmethod
-    def visible_by(cls, user_key: str | None, *, every: bool = False) -> models.Q:
+    def visible_by(
+        cls, user_key: str | None, *, every: bool = False, public: bool = True
+    ) -> models.Q:
         """Return the one rule of who may download what (see :meth:`visible_to`), from the
         grounds :meth:`grounds_of` gives: a signed URL keeps those, not the user."""
         if every:
             return cls.downloadable()
-        visible = models.Q(public=True)
+        visible = models.Q(public=True) if public else models.Q(pk__in=[])
         if user_key is not None:
             owner = cls._meta.get_field("owner").target_field  # type: ignore[union-attr]
             visible |= models.Q(owner=owner.to_python(user_key))
@@ -586,7 +596,84 @@ class StoredFile(models.Model):
         self._describe_type(digest.head, upload_type)
         if written is not None and oid is not None and app_settings.DEDUPE:
             oid = self._share_twin(using, oid, written)
+        replaced = self.pk is not None and oid != self._described_oid
+        if replaced and app_settings.VERSIONS and self._keep_version(using):
+            FileVersion.objects.using(using).prune(self.pk, app_settings.VERSIONS)
         self._described_oid = oid
+
+    def _keep_version(self, using: str) -> bool:
+        """Keep what the row holds now as a version, unless it is in another storage or
+        has the bytes this save gives it; return whether a version was kept.
+
+        The row is locked (``FOR UPDATE``) until the transaction ends: replaces of one file
+        number their versions one after another. The version is in before the row lets go
+        of the object, so the unlink trigger finds it still referenced.
+        """
+        current = (
+            type(self)
+            ._base_manager.using(using)
+            .select_for_update()
+            .filter(pk=self.pk)
+            .values_list("file", "name", "content_type", "size", "sha256", "updated")
+            .first()
+        )
+        if current is None:
+            return False
+        file, name, content_type, size, sha256, updated = current
+        if file is None or (sha256 and (sha256, size) == (self.sha256, self.size)):
+            return False  # moved by files_move, or the same bytes again
+        numbers = FileVersion.objects.using(using).filter(stored_file_id=self.pk)
+        last = numbers.aggregate(last=models.Max("number"))["last"] or 0
+        FileVersion.objects.using(using).create(
+            stored_file_id=self.pk,
+            number=last + 1,
+            file=str(file),
+            name=name,
+            content_type=content_type,
+            size=size,
+            sha256=sha256,
+            modified=updated,
+            replaced_by=_user_or_none(self._changed_by),
+        )
+        return True
+
+    def restore_version(self, number: int, *, by: Any | None = None) -> None:
+        """Make version ``number`` (:class:`FileVersion`) the file's content again, with its
+        name and type; what the file held becomes a version in turn (``by``, a user, noted
+        as who replaced it). Raise ``FileVersion.DoesNotExist`` for no such version and
+        FileNotFoundError if its large object is gone."""
+        using = self._state.db or router.db_for_write(type(self), instance=self)
+        with transaction.atomic(using=using):
+            version = FileVersion.objects.using(using).get(stored_file_id=self.pk, number=number)
+            oid = oid_from_name(version.file.name)
+            if oid is None or not largeobjects.exists(oid, using):
+                raise FileNotFoundError(f"The large object of {version} is gone.")
+            self._changed_by = by
+            self.sha256, self.size = version.sha256, version.size
+            kept = bool(app_settings.VERSIONS) and self._keep_version(using)
+            values = {
+                "file": oid,
+                "name": version.name,
+                "content_type": version.content_type,
+                "size": version.size,
+                "sha256": version.sha256,
+                "storage": "",
+                "storage_name": "",
+                "updated": timezone.now(),
+            }
+            token = _described_rows.set(True)
+            try:
+                type(self)._base_manager.using(using).filter(pk=self.pk).update(**values)
+            finally:
+                _described_rows.reset(token)
+            # The row holds the object now: deleting the version frees nothing.
+            version.delete()
+            if kept:
+                FileVersion.objects.using(using).prune(self.pk, app_settings.VERSIONS)
+            drain_removals_after_commit(using)  # a moved file's copy, if it was one
+        self.refresh_from_db(using=using)
+
+    restore_version.alters_data = True  # type: ignore[attr-defined]
 
     def _share_twin(self, using: str, oid: int, written: WrittenObject) -> int:
         """Share the object of another stored file with the same bytes, if there is one,
@@ -609,6 +696,9 @@ class StoredFile(models.Model):
                 [written.digest.sha256, written.digest.size, oid, self.pk],
             )
             row = cursor.fetchone()
+        if row is None:
+            # An earlier version of a file (of this one too): its bytes come back.
+            row = FileVersion.objects.using(using).twin(using, written.digest, oid)
         if row is None:
             return oid
         twin = int(row[0])
@@ -668,6 +758,137 @@ class TrashedFile(StoredFile):
         ordering = ["-trashed", "-pk"]
         default_manager_name = "objects"
         base_manager_name = "everything"
+
+
+class FileVersionQuerySet(LargeObjectQuerySet["FileVersion"]):
+    """Versions; deleting them frees the objects that no other row holds."""
+
+    def prune(self, stored_file_id: int, keep: int) -> int:
+        """Delete the versions of one stored file beyond the newest ``keep``; return how
+        many went."""
+        older = self.filter(stored_file_id=stored_file_id).order_by("-number")[keep:]
+        pks = list(older.values_list("pk", flat=True))
+        return self.filter(pk__in=pks).delete()[0] if pks else 0
+
+    prune.alters_data = True  # type: ignore[attr-defined]
+
+    def prune_all(self, keep: int) -> int:
+        """Delete every stored file's versions beyond its newest ``keep`` (what lowering
+        ``FILES_APP_VERSIONS`` leaves, for ``files_sweep``); return how many went."""
+        ranked = self.annotate(
+            rank=models.Window(
+                RowNumber(), partition_by=models.F("stored_file_id"), order_by="-number"
+            )
+        ).filter(rank__gt=keep)
+        pks = list(ranked.values_list("pk", flat=True))
+        return self.filter(pk__in=pks).delete()[0] if pks else 0
+
+    prune_all.alters_data = True  # type: ignore[attr-defined]
+
+    def twin(self, using: str, digest: Digest, oid: int) -> tuple[int] | None:
+        """Return the object of a version with ``digest``'s bytes other than ``oid`` (as
+        a one-column row), locked until the transaction ends, or None."""
+        qn = connections[using].ops.quote_name
+        table = qn(FileVersion._meta.db_table)
+        file, sha256, size = (
+            references.column(FileVersion, name, qn) for name in ("file", "sha256", "size")
+        )
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                f"SELECT v.{file} FROM {table} v WHERE v.{sha256} = %s AND v.{size} = %s "
+                f"AND v.{file} <> %s AND EXISTS (SELECT 1 FROM "
+                f"pg_catalog.pg_largeobject_metadata m WHERE m.oid = v.{file}) "
+                "LIMIT 1 FOR SHARE OF v",
+                [digest.sha256, digest.size, oid],
+            )
+            row = cursor.fetchone()
+        return None if row is None else (int(row[0]),)
+
+
+class FileVersion(models.Model):
+    """An earlier content of a stored file, kept when the file was replaced
+    (``FILES_APP_VERSIONS`` of them, newest first): its own large object — shared, not
+    copied, with any row that has the same bytes — name, type, size and SHA-256.
+
+    Download it at :meth:`get_absolute_url` (its owner and users with
+    ``files_app.view_storedfile``), make it current again with
+    :meth:`StoredFile.restore_version`.
+    """
+
+    # The database's own constraint cascades (migration 0009), not Django's collector:
+    # deleting stored files by any route — a queryset, a cascade from their owner that stays
+    # a fast delete (no row loaded: maintenance.raw_delete_supported), raw SQL — takes their
+    # versions, and the unlink trigger frees what those held.
+    stored_file = models.ForeignKey(
+        StoredFile, on_delete=models.DO_NOTHING, related_name="versions", db_constraint=False
+    )
+    #: 1 for the first content replaced, then counting up (restoring one numbers anew).
+    number = models.PositiveIntegerField()
+    file = LargeObjectField(upload_to="")
+    name = models.CharField(max_length=NAME_LENGTH, blank=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    size = models.BigIntegerField()
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True, db_index=True)
+    #: When this content became the file's (its Last-Modified).
+    modified = models.DateTimeField()
+    #: When it was replaced, and by whom.
+    replaced = models.DateTimeField(default=timezone.now)
+    replaced_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    objects = FileVersionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "file version"
+        ordering = ["stored_file", "-number"]
+        base_manager_name = "objects"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stored_file", "number"], name="files_app_fileversion_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"version {self.number} of {self.name or self.stored_file_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse(
+            "files_app:version",
+            kwargs={
+                "uuid": self.stored_file.uuid,
+                "number": self.number,
+                "filename": StoredFile.download_name_for(self.name),
+            },
+        )
+
+    @classmethod
+    def visible_to(cls, user: Any | None) -> models.Q:
+        """Return the versions ``user`` may download: those of the live files they own, or
+        of every live file with ``files_app.view_storedfile`` — never the public's, even
+        of a public file (a replaced content may be one its owner meant to withdraw)."""
+        files = StoredFile._base_manager.filter(StoredFile.visible_to(user, public=False))
+        return models.Q(stored_file__in=files)
+
+    def download_info(
+        self, *, cache_control: str | None, as_attachment: bool = False
+    ) -> responder.FileInfo:
+        """Return what the responder needs to answer a download of this version: the one
+        description of a stored file's download, with this content's columns."""
+        return StoredFile.download_info_for(
+            oid=oid_from_name(self.file.name),
+            name=self.name,
+            content_type=self.content_type,
+            sha256=self.sha256,
+            size=self.size,
+            updated=self.modified,
+            cache_control=cache_control,
+            as_attachment=as_attachment,
+        )
 
 
 class Upload(models.Model):

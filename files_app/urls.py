@@ -13,6 +13,11 @@ urlpatterns = [
     path("lo/<str:token>/<path:filename>", views.StorageFileView.as_view(), name="storage-file"),
     path("share/<str:token>/<path:filename>", views.SharedFileView.as_view(), name="share"),
     path("signed/<str:token>/<path:filename>", views.SignedFileView.as_view(), name="signed"),
+    path(
+        "versions/<uuid:uuid>/<int:number>/<path:filename>",
+        views.FileVersionView.as_view(),
+        name="version",
+    ),
     # A selection as one ZIP: zip/?file=<uuid>&file=<uuid>...
     path("zip/", views.ZipView.as_view(), name="zip"),
     # Resumable uploads (tus 1.0): POST here creates one at uploads/<id>.

@@ -37,7 +37,7 @@ from files_app import _databases, archive, firstread, mediatypes, responder, str
 from files_app.conf import app_settings
 from files_app.external import ExternalFile, StorageUnavailable, presigned_url
 from files_app.fields import default_large_object_storage
-from files_app.models import StoredFile, StoredFileQuerySet
+from files_app.models import FileVersion, StoredFile, StoredFileQuerySet
 from files_app.outage import unavailable
 from files_app.responder import FileInfo, Segment
 from files_app.sharing import LinkState, read_share_token, read_signed_token
@@ -54,6 +54,7 @@ from files_app.streaming import body_reads
 
 __all__ = [
     "FieldFileView",
+    "FileVersionView",
     "LargeObjectResponse",
     "LargeObjectView",
     "SharedFileView",
@@ -388,16 +389,8 @@ class StoredFileView(LargeObjectView):
             except FileNotFoundError:
                 logger.error("%r is in a storage that is not in STORAGES.", self.object)
                 raise
-        file = self.object.file
-        oid = oid_from_name(file.name) if file else None
-        storage = file.storage
-        if oid is None or not isinstance(storage, LargeObjectStorage):
-            raise FileNotFoundError(f"{self.object!r} has no file.")
-        # The row knows the size: no query for it. Whether the object still exists shows
-        # when the response reads it (see _stream), or in the row's query.
-        found = LargeObjectFile(
-            str(file.name), oid, storage, size=self.object.size, using=self.object._state.db
-        )
+        found = _row_file(self.object)
+        oid = found.oid
         if hasattr(self.object, "files_app_first_read"):
             actual = getattr(self.object, "files_app_actual_size")  # noqa: B009 (annotated)
             if actual is None:
@@ -478,6 +471,18 @@ class StoredFileView(LargeObjectView):
         return self.cache_control
 
 
+def _row_file(row: StoredFile | FileVersion) -> LargeObjectFile:
+    """Return the large object of a stored file or version, of the size its row says."""
+    file = row.file
+    oid = oid_from_name(file.name) if file else None
+    storage = file.storage
+    if oid is None or not isinstance(storage, LargeObjectStorage):
+        raise FileNotFoundError(f"{row!r} has no file.")
+    # The row knows the size: no query for it. Whether the object still exists shows when
+    # the response reads it (see LargeObjectView._stream), or in the row's query.
+    return LargeObjectFile(str(file.name), oid, storage, size=row.size, using=row._state.db)
+
+
 def _reusable_redirect(url: str, lifetime: int) -> HttpResponseBase:
     """A 302 to ``url``, valid ``lifetime`` seconds, that the browser alone may reuse for
     half that time."""
@@ -536,6 +541,37 @@ class SignedFileView(StoredFileView):
 
     def get_cache_control(self) -> str | None:
         return self.cache_control  # a URL for one user: never in a shared cache
+
+
+class FileVersionView(LargeObjectView):
+    """Serve an earlier version of a stored file (:class:`FileVersion`, kept by
+    ``FILES_APP_VERSIONS``) by the file's UUID and the version's number, with that
+    content's ETag and Last-Modified, to whom :meth:`FileVersion.visible_to` allows: the
+    file's owner and users with ``files_app.view_storedfile``. Anyone else gets 404.
+    """
+
+    model: type[FileVersion] = FileVersion
+    object: FileVersion
+
+    def get_queryset(self) -> QuerySet[FileVersion]:
+        """Return the versions the current user may download."""
+        return self.model._default_manager.filter(self.model.visible_to(self.request.user))
+
+    def get_object(self) -> FileVersion:
+        return get_object_or_404(
+            self.get_queryset().select_related("stored_file"),
+            stored_file__uuid=self.kwargs["uuid"],
+            number=self.kwargs["number"],
+        )
+
+    def get_file(self) -> LargeObjectFile:
+        return _row_file(self.object)
+
+    def get_file_info(self, size: int) -> FileInfo:
+        info = self.object.download_info(
+            cache_control=self.get_cache_control(), as_attachment=self.as_attachment
+        )
+        return replace(info, size=size)
 
 
 class StorageFileView(LargeObjectView):

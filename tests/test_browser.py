@@ -423,6 +423,44 @@ def test_admin_trash_delete_and_restore(browser: Any, live_server: Any, settings
     context.close()
 
 
+def test_admin_replace_versions_and_restore(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    """FILES_APP_VERSIONS (issue 25): replacing a file in the admin's change form keeps the
+    earlier content as a version, listed with who replaced it; its link downloads that
+    content; restoring it makes it current and keeps the replaced one."""
+    settings.FILES_APP_VERSIONS = 5
+    User.objects.create_superuser("editor", password="versions-pw")
+    stored = StoredFile(file=File(io.BytesIO(b"first draft\n"), name="draft.txt"), public=True)
+    stored.save()
+    url = f"{live_server.url}{stored.get_absolute_url()}"
+    second = tmp_path / "draft-2.txt"
+    second.write_bytes(b"second draft\n")
+    context = browser.new_context()
+    page = context.new_page()
+    _login(page, live_server.url, "editor", "versions-pw")
+    change = f"{live_server.url}/admin/files_app/storedfile/{stored.pk}/change/"
+    page.goto(change)
+    page.set_input_files("#id_file", str(second))
+    page.click("input[name=_continue]")
+    page.wait_for_selector("table.files-app-versions")
+    row = page.locator("table.files-app-versions tbody tr").first
+    assert "draft.txt" in row.inner_text() and "editor" in row.inner_text()
+    assert context.request.get(url).body() == b"second draft\n"
+    earlier = row.locator("a", has_text="download").get_attribute("href")
+    assert earlier and context.request.get(f"{live_server.url}{earlier}").body() == (
+        b"first draft\n"
+    )
+
+    row.locator("a.files-app-restore").click()
+    page.click("input[type=submit]")  # "Yes, restore it"
+    page.wait_for_selector("text=Restored version 1")
+    assert context.request.get(url).body() == b"first draft\n"
+    names = page.locator("table.files-app-versions tbody tr td:nth-child(2)").all_inner_texts()
+    assert names == ["draft-2.txt"]
+    context.close()
+
+
 def test_stored_html_and_svg_never_run_in_the_sites_origin(browser: Any, live_server: Any) -> None:
     # However their type is spelled, they are downloads in a CSP sandbox: navigating to them
     # or framing them from a page of the site runs nothing in the site's origin.

@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.test.client import encode_multipart
 
@@ -117,13 +118,20 @@ def upload_body(token: str, name: str, data: bytes) -> tuple[bytes, str]:
 def admin_upload(server: Reachable, session: str, name: str, data: bytes) -> int:
     """Upload one file through the admin's add form with a logged-in session; return the
     status (302 when stored)."""
+    return admin_post(server, session, ADD, {"file": Named(name, data)})
+
+
+def admin_post(server: Reachable, session: str, path: str, fields: dict[str, Any]) -> int:
+    """Post ``fields`` (a ``Named`` for a file) as multipart to an admin page with a
+    logged-in session and its CSRF token; return the status (302 when done)."""
     token = "u" * 32
-    body, content_type = upload_body(token, name, data)
+    body = encode_multipart(BOUNDARY, {"csrfmiddlewaretoken": token, **fields})
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
     conn = server.connection(timeout=60)
     try:
         conn.request(
             "POST",
-            ADD,
+            path,
             body=body,
             headers={
                 "Cookie": f"sessionid={session}; csrftoken={token}",

@@ -11,7 +11,7 @@ from django.utils import timezone
 from files_app import largeobjects, maintenance, tus
 from files_app.conf import app_settings
 from files_app.management.options import add_database_argument, database_alias
-from files_app.models import PendingRemoval, StoredFile, drain_removals
+from files_app.models import FileVersion, PendingRemoval, StoredFile, drain_removals
 from files_app.references import reference_columns
 
 # More unlinks than this in one transaction can exhaust the lock table (docs/design.md,
@@ -23,7 +23,8 @@ class Command(BaseCommand):
     help = (
         "Free what files_app knows is garbage: large objects that a big delete queued, "
         "expired unfinished resumable uploads, moved files their rows let go of, stored "
-        "files in the trash longer than FILES_APP_TRASH_DAYS (all of them with 0), and the "
+        "files in the trash longer than FILES_APP_TRASH_DAYS (all of them with 0), versions "
+        "beyond FILES_APP_VERSIONS, and the "
         "objects of uploads that no save adopted (older than the grace period). A file that "
         "Storage.save() handed out is never freed by default: it lives until "
         "Storage.delete(), as on any Django storage. --unreferenced also frees every large "
@@ -118,6 +119,9 @@ class Command(BaseCommand):
         if purged := old.count():
             old.delete()
             self.stdout.write(f"Deleted {purged} stored file(s) from the trash.")
+        # Versions beyond FILES_APP_VERSIONS (it was lowered): each replace keeps to it.
+        if pruned := FileVersion.objects.using(using).prune_all(app_settings.VERSIONS):
+            self.stdout.write(f"Deleted {pruned} earlier version(s) beyond FILES_APP_VERSIONS.")
         # Objects a big delete queued are freed first, whatever their age.
         drained = maintenance.drain_unlinks(using, batch=min(batch_size, maintenance.UNLINK_BATCH))
         if drained:
