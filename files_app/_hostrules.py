@@ -39,7 +39,7 @@ def lean_path_on() -> bool:
     return LEAN_MIDDLEWARE in settings.MIDDLEWARE
 
 
-_STOCK_NAMES = ("download", "share", "signed")
+_STOCK_NAMES = ("download", "share", "signed", "link")
 _ZERO = uuid.UUID(int=0)
 # Middleware that add headers to every answer, each only where the answer has none yet.
 _HEADER_MIDDLEWARE = (
@@ -71,6 +71,7 @@ def prefixes(urlconf: Any, script_prefix: str) -> tuple[str, ...]:
             ("download", {"uuid": _ZERO, "filename": "f"}, str(_ZERO)),
             ("share", {"token": "t", "filename": "f"}, "t/f"),
             ("signed", {"token": "t", "filename": "f"}, "t/f"),
+            ("link", {"token": "t", "filename": "f"}, "t/f"),
         ):
             try:
                 url = reverse(f"{namespace}:{name}", kwargs=kwargs, urlconf=urlconf)
@@ -82,8 +83,8 @@ def prefixes(urlconf: Any, script_prefix: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def route(urlconf: Any, path_info: str) -> tuple[str, str, str] | None:
-    """Return ("download", uuid, filename), ("share", token, filename) or ("signed", token,
-    filename) if ``path_info`` goes to the very view that files_app.urls holds, and no
+    """Return ("download", uuid, filename), or ("share" | "signed" | "link", token,
+    filename), if ``path_info`` goes to the very view that files_app.urls holds, and no
     middleware's view rule applies to it.
 
     Cached: players and download managers ask for the same URL again and again.
@@ -100,8 +101,9 @@ def route(urlconf: Any, path_info: str) -> tuple[str, str, str] | None:
 
 
 def stock_view(func: Callable[..., Any]) -> str | None:
-    """Return "download", "share" or "signed" if ``func`` is the very view files_app.urls routes
-    there (``include("files_app.urls")``, once or more, under any namespace)."""
+    """Return "download", "share", "signed" or "link" if ``func`` is the very view
+    files_app.urls routes there (``include("files_app.urls")``, once or more, under any
+    namespace)."""
     from files_app import urls
 
     for pattern in urls.urlpatterns:

@@ -28,8 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from files_app import archive, catalogue
 from files_app.conf import app_settings
 from files_app.csrf import reject_before_body
-from files_app.models import StoredFile, TrashedFile
-from files_app.sharing import make_share_url
+from files_app.models import ShareLink, StoredFile, TrashedFile
 from files_app.uploadhandler import LargeObjectUploadHandler, UploadTooLarge
 
 __all__ = ["StoredFileAdmin"]
@@ -179,10 +178,48 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
         )
 
 
-class ShareActionForm(ActionForm):
+class ShareOptions(forms.Form):
+    """What the "Create share links" action asks: for how long, for how many downloads."""
+
     expires_in = forms.ChoiceField(
         choices=SHARE_EXPIRY_CHOICES, initial="86400", required=False, label="Share link for"
     )
+    max_downloads = forms.IntegerField(
+        min_value=1, required=False, label="downloads (empty: no limit)"
+    )
+
+
+class ShareActionForm(ActionForm):
+    """The change list's action bar, with the share options as plain inputs: the action
+    checks them (ShareOptions) and says what is wrong, where the admin would only say "No
+    action selected"."""
+
+    expires_in = forms.CharField(
+        required=False,
+        label="Share link for",
+        widget=forms.Select(choices=SHARE_EXPIRY_CHOICES),
+        initial="86400",
+    )
+    max_downloads = forms.CharField(
+        required=False,
+        label="downloads (empty: no limit)",
+        widget=forms.NumberInput(attrs={"min": 1, "style": "width: 5em"}),
+    )
+
+
+def link_html(link: ShareLink) -> str:
+    """Return a link to ``link``'s URL, as a page shows it."""
+    if not link.pk:
+        return "-"
+    url = link.get_absolute_url()
+    return format_html('<a class="share-link" href="{}">{}</a>', url, url)
+
+
+def link_usage(link: ShareLink) -> str:
+    """Return "<downloads> of <limit>", or the count alone without a limit."""
+    if link.max_downloads is None:
+        return str(link.downloads)
+    return f"{link.downloads} of {link.max_downloads}"
 
 
 @admin.register(StoredFile)
@@ -216,6 +253,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "created",
         "updated",
         "version_list",
+        "share_link_list",
     ]
     actions = ["make_public", "make_private", "create_share_links", "download_zip"]
     action_form = ShareActionForm
@@ -246,6 +284,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 {"fields": ["uuid", "human_size", "sha256", "location", "created", "updated"]},
             ),
         ]
+        fieldsets.append(("Share links", {"fields": ["share_link_list"]}))
         if app_settings.VERSIONS or obj.versions.exists():
             fieldsets.append(("Versions", {"fields": ["version_list"]}))
         return fieldsets
@@ -439,6 +478,49 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             )
         return "No preview for this type."
 
+    @admin.display(description="links")
+    def share_link_list(self, obj: StoredFile) -> str:
+        links = list(obj.share_links.select_related("created_by")) if obj.pk else []
+        site = self.admin_site.name
+        add = reverse(f"{site}:files_app_sharelink_add") + f"?stored_file={obj.pk}"
+        manage = reverse(f"{site}:files_app_sharelink_changelist") + (
+            f"?stored_file__id__exact={obj.pk}"
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    link,
+                    link_html(link),
+                    link.created_by or "-",
+                    date_format(timezone.localtime(link.expires), "DATETIME_FORMAT")
+                    if link.expires
+                    else "never",
+                    link_usage(link),
+                    link.state,
+                )
+                for link in links
+            ),
+        )
+        table = (
+            format_html(
+                '<table class="files-app-links"><thead><tr><th>link</th><th>URL</th>'
+                "<th>made by</th><th>expires</th><th>downloads</th><th>state</th></tr>"
+                "</thead><tbody>{}</tbody></table>",
+                rows,
+            )
+            if links
+            else "None yet."
+        )
+        return format_html(
+            '{}<p><a class="files-app-new-link" href="{}">Make a share link</a> · '
+            '<a href="{}">Manage or revoke these links</a></p>',
+            table,
+            add,
+            manage,
+        )
+
     @admin.display(description="earlier versions")
     def version_list(self, obj: StoredFile) -> str:
         versions = list(obj.versions.select_related("replaced_by")) if obj.pk else []
@@ -538,21 +620,31 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description="Create share links for selected files", permissions=["view"])
     def create_share_links(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
-        seconds = int(request.POST.get("expires_in") or 86400)
-        if str(seconds) not in dict(SHARE_EXPIRY_CHOICES):
-            self.message_user(request, f"Unknown expiry {seconds!r}.", messages.ERROR)
+        """Make a managed share link (:class:`ShareLink`) of each file, valid for the
+        chosen time, with the download limit given (if any)."""
+        form = ShareOptions(request.POST)
+        if not form.is_valid():
+            errors = "; ".join(str(error) for errors in form.errors.values() for error in errors)
+            self.message_user(request, f"No links made: {errors}", messages.ERROR)
             return
-        expires_in = timedelta(seconds=seconds)
+        seconds = form.cleaned_data["expires_in"] or "86400"
+        limit = form.cleaned_data["max_downloads"]
         links = [
             (
                 stored.name,
                 request.build_absolute_uri(
-                    make_share_url(stored.uuid, stored.download_name, expires_in)
+                    stored.share(
+                        by=request.user,
+                        expires=timedelta(seconds=int(seconds)),
+                        max_downloads=limit,
+                    ).get_absolute_url()
                 ),
             )
             for stored in queryset
         ]
-        label = dict(SHARE_EXPIRY_CHOICES)[str(seconds)]
+        label = dict(SHARE_EXPIRY_CHOICES)[seconds]
+        if limit:
+            label += f", for {limit} download(s)"
         self.message_user(
             request,
             format_html(
@@ -574,6 +666,63 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
         queryset.delete(by=request.user)  # type: ignore[call-arg]
+
+
+@admin.register(ShareLink)
+class ShareLinkAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Every share link: per file, per user who made it, with downloads and state; revoke
+    them at once."""
+
+    list_display = [
+        "__str__",
+        "stored_file",
+        "created_by",
+        "created",
+        "expires",
+        "usage",
+        "state",
+        "link_url",
+    ]
+    list_filter = [("created_by", admin.RelatedOnlyFieldListFilter), "created", "revoked"]
+    list_select_related = ["stored_file", "created_by"]
+    search_fields = ["label", "stored_file__name", "token"]
+    raw_id_fields = ["stored_file"]
+    actions = ["revoke_links"]
+    readonly_fields = ["link_url", "usage", "state", "created_by", "last_download", "revoked"]
+    fields = [
+        "stored_file",
+        "label",
+        "expires",
+        "max_downloads",
+        "link_url",
+        "usage",
+        "state",
+        "created_by",
+        "last_download",
+        "revoked",
+    ]
+
+    @admin.display(description="link")
+    def link_url(self, obj: ShareLink) -> str:
+        return link_html(obj)
+
+    @admin.display(description="downloads", ordering="downloads")
+    def usage(self, obj: ShareLink) -> str:
+        return link_usage(obj)
+
+    @admin.display(description="state")
+    def state(self, obj: ShareLink) -> str:
+        return obj.state if obj.pk else "-"
+
+    def save_model(self, request: HttpRequest, obj: ShareLink, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected links", permissions=["change"])
+    def revoke_links(self, request: HttpRequest, queryset: QuerySet[ShareLink]) -> None:
+        count = queryset.revoke()  # type: ignore[attr-defined]
+        self.message_user(request, f"{count} link(s) revoked.", messages.SUCCESS)
 
 
 @admin.register(TrashedFile)

@@ -24,6 +24,7 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
         ("SIGNED_URL_EXPIRY", 1, "seconds", "one hour", "files_app.E011"),
         ("TRASH_DAYS", 0, "days", "0, no trash", "files_app.E014"),
         ("VERSIONS", 0, "versions", "0, no versions", "files_app.E015"),
+        ("LINK_RESUME", 0, "seconds", "one hour", "files_app.E016"),
     ):
         value = getattr(app_settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:

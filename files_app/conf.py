@@ -95,6 +95,13 @@ class Settings:
         return self._get("TRASH_DAYS", 0)  # type: ignore[no-any-return]
 
     @property
+    def LINK_RESUME(self) -> int:
+        """Seconds after its last counted download that a share link which reached its
+        download limit still answers ranges that start no new download (a player's seeks,
+        a resumed download); 0: none."""
+        return self._get("LINK_RESUME", 3600)  # type: ignore[no-any-return]
+
+    @property
     def VERSIONS(self) -> int:
         """How many earlier contents of a stored file replacing it keeps (its versions,
         newest first); 0: replacing a file frees what it held."""

@@ -31,6 +31,7 @@ Internal to files_app, not part of its public API (docs/reference.md, "Public AP
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -64,9 +65,11 @@ from files_app.sharing import LinkState, SignedGrant, read_signed_token
 class Target:
     """A file the lean path may serve: whose UUID, and on which terms."""
 
-    uuid: uuid.UUID
+    #: The file's UUID, or a managed share link's token (rule "link").
+    key: uuid.UUID | str
     #: Which rows it may serve: "public" (a download URL: what anyone may see), "any" (a
-    #: share link: the signed link is the permission), or a signed URL's rule key
+    #: signed share link: the link is the permission), "link" (a managed share link that
+    #: may answer now, ShareLink.servable()), or a signed URL's rule key
     #: (SignedGrant.rule_key(): that version, visible on the URL's grounds).
     rule: str | tuple[str, str | None, bool]
     cache_control: str
@@ -171,7 +174,12 @@ def find_target(
     before Django's handler (files_app.wsgi, files_app.asgi), where no middleware runs.
     """
     from files_app.sharing import read_share_token
-    from files_app.views import SharedFileView, SignedFileView, cache_control_for_public
+    from files_app.views import (
+        SharedFileView,
+        ShareLinkView,
+        SignedFileView,
+        cache_control_for_public,
+    )
 
     if before_django and not _hostrules.handler_may_answer():
         return None  # the middleware ahead of FileServingMiddleware run first
@@ -197,10 +205,18 @@ def find_target(
             return None  # the view answers 404 or 410
         cache_control = SignedFileView.cache_control or ""
         return Target(grant.uuid, grant.rule_key(), cache_control, using, headers)
+    if kind == "link":
+        if not _TOKEN.fullmatch(key):
+            return None  # the view answers 404
+        return Target(key, "link", ShareLinkView.cache_control or "", using, headers)
     state, file_uuid = read_share_token(key)
     if state is LinkState.VALID and file_uuid is not None:
         return Target(file_uuid, "any", SharedFileView.cache_control or "", using, headers)
     return None
+
+
+# What a managed share link's token may look like (ShareLink.token).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @lru_cache(maxsize=4096)
@@ -225,7 +241,7 @@ def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, 
     file (the signed link is the permission). Cached: a player asks for the same file over
     and over, and compiling a rule costs more than checking a signature.
     """
-    from files_app.models import StoredFile
+    from files_app.models import ShareLink, StoredFile
 
     connection = connections[using]
     quote = connection.ops.quote_name
@@ -239,7 +255,22 @@ def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, 
     where = f"{col('uuid')} = %s::uuid"
     rule_params: tuple[Any, ...] = ()
     allowed: Q | None = None
-    if rule == "public":
+    if rule == "link":
+        # The file of the link, if the link may answer now: checked at every request, so
+        # that a revoked, expired or used-up link is refused at once (nothing is cached).
+        links = ShareLink._base_manager.filter(ShareLink.servable()).query
+        servable, link_params = links.where.as_sql(links.get_compiler(using), connection)
+        link_table = quote(ShareLink._meta.db_table)
+        link_file, token = (
+            f"{link_table}.{column(ShareLink, name, quote)}" for name in ("stored_file", "token")
+        )
+        where = (
+            f"{col('id')} = (SELECT {link_file} FROM {link_table} "
+            f"WHERE {token} = %s AND ({servable}))"
+        )
+        rule_params = tuple(link_params)
+        allowed = StoredFile.downloadable()
+    elif rule == "public":
         allowed = StoredFile.visible_to(None)
     elif rule == "any":
         allowed = StoredFile.downloadable()
@@ -250,7 +281,7 @@ def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, 
     if allowed is not None and allowed:
         query = StoredFile._base_manager.filter(allowed).query
         compiled, params = query.where.as_sql(query.get_compiler(using), connection)
-        where, rule_params = f"{where} AND ({compiled})", tuple(params)
+        where, rule_params = f"{where} AND ({compiled})", (*rule_params, *params)
     # The descriptor lives in a LATERAL subquery, opened once; lo_open fails for a missing
     # object (SQLSTATE 42704: the view then answers 404). lo_get reads by offset and needs
     # no descriptor.
@@ -264,7 +295,7 @@ def _lookup(rule: str | tuple[str, str | None, bool], using: str) -> tuple[str, 
 
 
 def _params(target: Target, guess: tuple[int, int], rule: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (*first_read_params(guess), str(target.uuid), *rule)
+    return (*first_read_params(guess), str(target.key), *rule)
 
 
 def _found(row: tuple[Any, ...] | None, guess: tuple[int, int]) -> _Found | None:
@@ -318,6 +349,8 @@ def _planned(
     if found is None or found.actual_size != found.size:
         return None  # no such public file, or a row untrue to its object: the view says
     plan = _plan(method, header, target, found)
+    if target.rule == "link" and responder.starts_a_download(method, plan):
+        return None  # the view counts the download (ShareLinkView.admit)
     first, data = _first(plan, found, chunk)
     if first is None:
         answer = Answer(plan.status, plan.headers, responder.literal_bytes(plan.body))

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.files.uploadedfile import UploadedFile
+from django.core.validators import MinValueValidator
 from django.db import connections, models, router, transaction
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now, RowNumber
@@ -33,7 +35,15 @@ from files_app.storage import oid_from_name
 
 logger = logging.getLogger("files_app")
 
-__all__ = ["FileVersion", "StoredFile", "StoredFileQuerySet", "TrashedFile", "Upload"]
+__all__ = [
+    "FileVersion",
+    "ShareLink",
+    "ShareLinkQuerySet",
+    "StoredFile",
+    "StoredFileQuerySet",
+    "TrashedFile",
+    "Upload",
+]
 
 
 NAME_LENGTH = 255
@@ -637,6 +647,30 @@ class StoredFile(models.Model):
         )
         return True
 
+    def share(
+        self,
+        *,
+        by: Any | None = None,
+        expires: datetime | timedelta | None = None,
+        max_downloads: int | None = None,
+        label: str = "",
+    ) -> ShareLink:
+        """Make a managed share link of this file (:class:`ShareLink`): anyone holding its
+        URL downloads the file until ``expires`` (a time, or how long from now; None: no
+        expiry), at most ``max_downloads`` times (None: no limit), unless it is revoked.
+        ``by`` (a user) and ``label`` are noted for the lists."""
+        if isinstance(expires, timedelta):
+            expires = timezone.now() + expires
+        if max_downloads is not None and max_downloads < 1:
+            raise ValueError(f"max_downloads must be 1 or more, or None, not {max_downloads!r}.")
+        return ShareLink.objects.using(self._state.db).create(
+            stored_file=self,
+            created_by=_user_or_none(by),
+            expires=expires,
+            max_downloads=max_downloads,
+            label=label,
+        )
+
     def restore_version(self, number: int, *, by: Any | None = None) -> None:
         """Make version ``number`` (:class:`FileVersion`) the file's content again, with its
         name and type; what the file held becomes a version in turn (``by``, a user, noted
@@ -889,6 +923,155 @@ class FileVersion(models.Model):
             cache_control=cache_control,
             as_attachment=as_attachment,
         )
+
+
+def new_link_token() -> str:
+    """Return a new share link's token: 128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+class ShareLinkQuerySet(models.QuerySet["ShareLink"]):
+    """Share links."""
+
+    def revoke(self) -> int:
+        """Revoke the links of this queryset not revoked yet; return how many. The next
+        request by any of them is refused, in every process (nothing caches a link)."""
+        return self.filter(revoked__isnull=True).update(revoked=timezone.now())
+
+    revoke.alters_data = True  # type: ignore[attr-defined]
+
+    def with_state(self) -> ShareLinkQuerySet:
+        """Annotate each link with ``is_servable`` and ``is_usable``: whether it may answer
+        a request now, and start a download (:meth:`ShareLink.servable`, ``usable``)."""
+        boolean: models.BooleanField[bool, bool] = models.BooleanField()
+        return self.annotate(
+            is_servable=models.ExpressionWrapper(ShareLink.servable(), output_field=boolean),
+            is_usable=models.ExpressionWrapper(ShareLink.usable(), output_field=boolean),
+        )
+
+    def count_download(self, pk: int) -> bool:
+        """Count a download by link ``pk`` if it may start one now; return whether it did.
+        One statement: concurrent downloads cannot go past the limit."""
+        counted = self.filter(ShareLink.usable(), pk=pk).update(
+            downloads=models.F("downloads") + 1, last_download=Now()
+        )
+        return counted == 1
+
+    count_download.alters_data = True  # type: ignore[attr-defined]
+
+
+class ShareLink(models.Model):
+    """A managed share link of a stored file: its URL (``/files/links/<token>/<name>``)
+    downloads the file, private or not, for anyone holding it, until it expires, reaches
+    its download limit or is revoked.
+
+    A *download* is what :func:`files_app.responder.starts_a_download` says: a GET
+    answered with the whole file (200) or ranges from its first byte (206); other ranges of
+    the same download do not count. A link that reached its limit still answers those for
+    ``FILES_APP_LINK_RESUME`` seconds after its last counted download, so that the player
+    seeking through it or the download manager resuming it goes on, but starts no new
+    download. Nothing caches a link's state: revoking it refuses its next request in every
+    process, on the views and on the lean path alike.
+    """
+
+    token = models.CharField(max_length=64, unique=True, default=new_link_token, editable=False)
+    # The database's own constraint cascades (migration 0010), as for versions: deleting
+    # stored files stays a fast delete.
+    stored_file = models.ForeignKey(
+        StoredFile,
+        on_delete=models.DO_NOTHING,
+        related_name="share_links",
+        db_constraint=False,
+        verbose_name="file",
+    )
+    label = models.CharField(
+        max_length=200, blank=True, help_text="Who or what the link is for (shown in lists)."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    expires = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Empty: the link does not expire."
+    )
+    max_downloads = models.PositiveIntegerField(
+        "download limit",
+        null=True,
+        blank=True,
+        help_text="How many downloads the link allows (ranges of one download count once); "
+        "empty: no limit.",
+        validators=[MinValueValidator(1)],
+    )
+    downloads = models.PositiveIntegerField(default=0, editable=False)
+    last_download = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ShareLinkQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "share link"
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return self.label or f"link {self.token[:8]}…"
+
+    def get_absolute_url(self) -> str:
+        return reverse(
+            "files_app:link",
+            kwargs={
+                "token": self.token,
+                "filename": StoredFile.download_name_for(self.stored_file.name),
+            },
+        )
+
+    @staticmethod
+    def _live() -> models.Q:
+        return models.Q(revoked__isnull=True) & (
+            models.Q(expires__isnull=True) | models.Q(expires__gt=Now())
+        )
+
+    @classmethod
+    def usable(cls) -> models.Q:
+        """Return the links that may start a download now: not revoked, not expired, under
+        their limit."""
+        under = models.Q(max_downloads__isnull=True) | models.Q(
+            downloads__lt=models.F("max_downloads")
+        )
+        return cls._live() & under
+
+    @classmethod
+    def servable(cls) -> models.Q:
+        """Return the links that may answer a request that starts no download: usable ones,
+        and those at their limit whose last download was less than ``FILES_APP_LINK_RESUME``
+        seconds ago. The one rule for the views and the lean path."""
+        resume = timedelta(seconds=app_settings.LINK_RESUME)
+        return cls.usable() | (
+            cls._live() & models.Q(last_download__gt=Now() - models.Value(resume))
+        )
+
+    @property
+    def state(self) -> str:
+        """Return "revoked", "expired", "used up" or "active"."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and self.expires <= timezone.now():
+            return "expired"
+        if self.max_downloads is not None and self.downloads >= self.max_downloads:
+            return "used up"
+        return "active"
+
+    def revoke(self) -> None:
+        """Revoke the link: its next request is refused (410), in every process."""
+        if self.revoked is None:
+            self.revoked = timezone.now()
+            self.save(update_fields=["revoked"])
+
+    revoke.alters_data = True  # type: ignore[attr-defined]
 
 
 class Upload(models.Model):

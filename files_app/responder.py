@@ -55,6 +55,19 @@ class Plan:
         return next((value for key, value in self.headers if key.lower() == name), None)
 
 
+def starts_a_download(method: str, plan: Plan) -> bool:
+    """Return whether the answer ``plan`` starts a download, as a share link's download
+    limit counts them: a GET answered with the whole file (200) or with ranges from its
+    first byte (206). Other ranges of the same download (a player's seeks, a resume), HEAD,
+    304 and errors count for nothing."""
+    if method != "GET":
+        return False
+    if plan.status == 200:
+        return True
+    first = next((part for part in plan.body if isinstance(part, ranges.ByteRange)), None)
+    return plan.status == 206 and first is not None and first.start == 0
+
+
 def literal_bytes(segments: Iterable[Segment]) -> list[bytes]:
     """Return the literal parts of a plan's body (all of it for an answer that reads
     nothing from the file: HEAD, 304, 412, 416)."""

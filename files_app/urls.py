@@ -13,6 +13,7 @@ urlpatterns = [
     path("lo/<str:token>/<path:filename>", views.StorageFileView.as_view(), name="storage-file"),
     path("share/<str:token>/<path:filename>", views.SharedFileView.as_view(), name="share"),
     path("signed/<str:token>/<path:filename>", views.SignedFileView.as_view(), name="signed"),
+    path("links/<str:token>/<path:filename>", views.ShareLinkView.as_view(), name="link"),
     path(
         "versions/<uuid:uuid>/<int:number>/<path:filename>",
         views.FileVersionView.as_view(),

@@ -37,9 +37,9 @@ from files_app import _databases, archive, firstread, mediatypes, responder, str
 from files_app.conf import app_settings
 from files_app.external import ExternalFile, StorageUnavailable, presigned_url
 from files_app.fields import default_large_object_storage
-from files_app.models import FileVersion, StoredFile, StoredFileQuerySet
+from files_app.models import FileVersion, ShareLink, StoredFile, StoredFileQuerySet
 from files_app.outage import unavailable
-from files_app.responder import FileInfo, Segment
+from files_app.responder import FileInfo, Plan, Segment
 from files_app.sharing import LinkState, read_share_token, read_signed_token
 from files_app.storage import (
     LargeObjectFile,
@@ -57,6 +57,7 @@ __all__ = [
     "FileVersionView",
     "LargeObjectResponse",
     "LargeObjectView",
+    "ShareLinkView",
     "SharedFileView",
     "SignedFileView",
     "StorageFileView",
@@ -88,7 +89,11 @@ class LargeObjectResponse(StreamingHttpResponse):
 
 
 class LinkExpired(Exception):
-    """A signed link's time is up: the view answers 410 Gone."""
+    """A link's time is up (or it was revoked, or used up): the view answers 410 Gone with
+    the exception's message."""
+
+    def __init__(self, message: str = "This link has expired.") -> None:
+        super().__init__(message)
 
 
 class LargeObjectView(View):
@@ -182,6 +187,12 @@ class LargeObjectView(View):
         None to serve it here (the default)."""
         return None
 
+    def admit(self, plan: Plan) -> HttpResponseBase | None:
+        """Return a response refusing the answer ``plan`` (its status, headers and byte
+        ranges, decided), or None to send it (the default): where a link counts downloads
+        (:class:`ShareLinkView`)."""
+        return None
+
     def get_file_info(self, size: int) -> FileInfo:
         """Return what the responder needs to know of the file, ``size`` bytes long: by
         default from the ``get_*()`` hooks above."""
@@ -199,10 +210,8 @@ class LargeObjectView(View):
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             return self._get(request)
-        except LinkExpired:
-            return HttpResponseGone(
-                "This link has expired.\n", content_type="text/plain; charset=utf-8"
-            )
+        except LinkExpired as exc:
+            return HttpResponseGone(f"{exc}\n", content_type="text/plain; charset=utf-8")
         except StorageUnavailable as exc:
             # A file moved to another storage (files_move) that does not answer now.
             return unavailable(str(request.method), request.path, exc, what="storage")
@@ -239,6 +248,11 @@ class LargeObjectView(View):
             info,
             max_ranges=self.max_ranges or app_settings.MAX_RANGES,
         )
+        if not getattr(self, "_admitted", False):  # answered once, even when resized
+            refusal = self.admit(plan)
+            if refusal is not None:
+                return refusal
+            self._admitted = True
         if plan.status == 416:
             self._check_size()  # it states the size
         if plan.status in (200, 206):
@@ -515,6 +529,54 @@ class SharedFileView(StoredFileView):
 
     def get_cache_control(self) -> str | None:
         return self.cache_control  # a link's holder is not the public, even for public files
+
+
+class ShareLinkView(StoredFileView):
+    """Serve a stored file, private or not, by a managed share link (:class:`ShareLink`):
+    410 Gone once it is revoked, expired or used up (saying which), 404 for no such link
+    or a file in the trash. Each download the link allows
+    (:func:`files_app.responder.starts_a_download`) is counted before a byte is sent; the
+    last allowed one going to two clients at once, one of them gets 410.
+    """
+
+    signed_redirect = False  # the link is the grounds: there is no user to sign for
+    link: ShareLink
+
+    def get_object(self) -> StoredFile:
+        link = (
+            ShareLink.objects.with_state()
+            .filter(token=self.kwargs["token"])
+            .select_related(None)
+            .first()
+        )
+        if link is None:
+            raise Http404("No such share link.")
+        if not link.is_servable:  # type: ignore[attr-defined]
+            raise LinkExpired(_REFUSED[link.state])
+        self.link = link
+        files = self.model._default_manager.filter(self.model.downloadable())
+        return self.find(files, pk=link.stored_file_id)
+
+    def admit(self, plan: Plan) -> HttpResponseBase | None:
+        if not responder.starts_a_download(str(self.request.method), plan):
+            return None
+        if ShareLink.objects.count_download(self.link.pk):
+            return None
+        self.link.refresh_from_db()
+        return HttpResponseGone(
+            f"{_REFUSED[self.link.state]}\n", content_type="text/plain; charset=utf-8"
+        )
+
+    def get_cache_control(self) -> str | None:
+        return self.cache_control  # a link's holder is not the public, even for public files
+
+
+_REFUSED = {
+    "revoked": "This link was revoked.",
+    "expired": "This link has expired.",
+    "used up": "This link has been used up: it allows no more downloads.",
+    "active": "This link allows no more downloads now.",
+}
 
 
 class SignedFileView(StoredFileView):

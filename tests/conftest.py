@@ -43,6 +43,22 @@ def door(request: pytest.FixtureRequest, settings: Any) -> str:
 
 
 @pytest.fixture
+def lean(settings: Any) -> None:
+    """Turn the lean path on: FileServingMiddleware first."""
+    from tests.lean import LEAN
+
+    settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
+
+
+@pytest.fixture
+def lean_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the targets of the answers the lean path planned (tests.lean)."""
+    from tests.lean import spy_lean_answers
+
+    return spy_lean_answers(monkeypatch)
+
+
+@pytest.fixture
 def lo_count() -> Callable[[], int]:
     """Return a function counting the large objects in the test database."""
 

@@ -182,7 +182,7 @@ def spy_lean_answers(monkeypatch: Any) -> list[str]:
     def spy(*args: Any, **kwargs: Any) -> Any:
         result = planned(*args, **kwargs)
         if result is not None:
-            answers.append(str(args[2].uuid))  # the target
+            answers.append(str(args[2].key))  # the target
         return result
 
     monkeypatch.setattr(fastpath, "_planned", spy)

@@ -21,7 +21,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.files.base import File
 
-from files_app.models import StoredFile
+from files_app.models import ShareLink, StoredFile
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made here between
 # browser steps are ordinary blocking calls.
@@ -458,6 +458,50 @@ def test_admin_replace_versions_and_restore(
     assert context.request.get(url).body() == b"first draft\n"
     names = page.locator("table.files-app-versions tbody tr td:nth-child(2)").all_inner_texts()
     assert names == ["draft-2.txt"]
+    context.close()
+
+
+def test_admin_limited_link_used_up_and_revoked(browser: Any, live_server: Any) -> None:
+    """Managed share links (issue 25): the change list's action makes a one-download link;
+    a browser downloads it, and the next download is refused; a link made from the file's
+    page works until the links' page revokes it."""
+    User.objects.create_superuser("sharer", password="links-pw")
+    stored = StoredFile(file=File(io.BytesIO(b"for your eyes\n"), name="memo.txt"))
+    stored.save()
+    context = browser.new_context()
+    anonymous = browser.new_context()
+    page = context.new_page()
+    _login(page, live_server.url, "sharer", "links-pw")
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/")
+    page.check(f"input[name=_selected_action][value='{stored.pk}']")
+    page.select_option("select[name=action]", "create_share_links")
+    page.select_option("select[name=expires_in]", "3600")
+    page.fill("input[name=max_downloads]", "1")
+    page.click("button[name=index]")
+    link = page.get_attribute("a.share-link", "href")
+    assert link and "/files/links/" in link
+    viewer = anonymous.new_page()
+    viewer.goto(link)
+    assert "for your eyes" in viewer.content()
+    again = anonymous.request.get(link)
+    assert again.status == 410 and b"used up" in again.body()
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/{stored.pk}/change/")
+    assert "1 of 1" in page.locator("table.files-app-links").inner_text()
+
+    href = page.get_attribute("a.files-app-new-link", "href")  # "Make a share link"
+    page.goto(f"{live_server.url}{href}")
+    page.fill("#id_label", "for the auditor")
+    page.click("input[name=_save]")
+    made = ShareLink.objects.get(label="for the auditor")
+    url = f"{live_server.url}{made.get_absolute_url()}"
+    assert anonymous.request.get(url).status == 200
+    page.goto(f"{live_server.url}/admin/files_app/sharelink/")
+    page.check(f"input[name=_selected_action][value='{made.pk}']")
+    page.select_option("select[name=action]", "revoke_links")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=1 link(s) revoked.")
+    assert anonymous.request.get(url).status == 410
+    anonymous.close()
     context.close()
 
 

@@ -22,22 +22,12 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from files_app import urls as files_app_urls
 from files_app.models import StoredFile
 from files_app.sharing import make_share_url
-from tests.lean import ENTRIES, LEAN, fetch, spy_lean_answers
+from tests.lean import ENTRIES, LEAN, fetch
 from tests.urls_wrapped import PASS_HEADER
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.urls_wrapped")]
 
 DATA = b"a public file, for the host to guard\n"
-
-
-@pytest.fixture
-def lean(settings: SettingsWrapper) -> None:
-    settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
-
-
-@pytest.fixture
-def lean_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    return spy_lean_answers(monkeypatch)
 
 
 @pytest.fixture

@@ -38,7 +38,6 @@ from tests.lean import (
     fetch_all,
     normalized,
     request_scope,
-    spy_lean_answers,
 )
 from tests.lean import client as _wsgi
 from tests.rangecases import (
@@ -69,11 +68,6 @@ KiB = 1024
 
 
 @pytest.fixture
-def lean(settings: SettingsWrapper) -> None:
-    settings.MIDDLEWARE = [LEAN, *settings.MIDDLEWARE]
-
-
-@pytest.fixture
 def hardened(settings: SettingsWrapper) -> list[str]:
     """Every header Django's security middleware may add to a download: the test settings'
     SecurityMiddleware with HSTS, plus XFrameOptionsMiddleware last (as startproject has
@@ -92,11 +86,6 @@ def _with_lean(middleware: list[str], placement: str) -> list[str]:
         return [LEAN, *middleware]
     at = middleware.index(SECURITY) + 1  # where whitenoise puts its own
     return [*middleware[:at], LEAN, *middleware[at:]]
-
-
-@pytest.fixture
-def lean_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    return spy_lean_answers(monkeypatch)
 
 
 @pytest.fixture
