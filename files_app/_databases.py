@@ -347,11 +347,12 @@ def _connection_failed(exc: BaseException) -> bool:
     return sqlstate is None or sqlstate.startswith(("08", "57P"))
 
 
-def run(primary: str, read: Callable[[str], T]) -> T:
-    """Return ``read(alias)`` on the alias :func:`choose` picks; if the standby fails, on
-    ``primary``, once more if its connection turned out dead. ``read`` must be read-only
-    and send nothing before it returns (a download's lookup and first read)."""
-    using = choose(primary)
+def run(primary: str, read: Callable[[str], T], *, standby: bool = True) -> T:
+    """Return ``read(alias)`` on the alias :func:`choose` picks (``primary`` without
+    ``standby``); if the standby fails, on ``primary``, once more if its connection turned
+    out dead. ``read`` must be read-only and send nothing before it returns (a download's
+    lookup and first read)."""
+    using = choose(primary) if standby else primary
     if using != primary:
         try:
             return read(using)
@@ -374,10 +375,12 @@ def run(primary: str, read: Callable[[str], T]) -> T:
     return read(primary)
 
 
-async def arun(primary: str, read: Callable[[str], Awaitable[T]]) -> T:
+async def arun(
+    primary: str, read: Callable[[str], Awaitable[T]], *, standby: bool = True
+) -> T:
     """:func:`run` for ``read`` on files_app.largeobjects_async's async pool (which runs a
     statement again on a dead connection itself)."""
-    using = await achoose(primary)
+    using = await achoose(primary) if standby else primary
     if using != primary:
         try:
             return await read(using)

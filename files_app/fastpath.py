@@ -375,8 +375,16 @@ def serve(method: str, header: Headers, target: Target, *, asgi: bool = False) -
     from the hot standby when it may serve (files_app._databases), else from the primary.
     """
     return _databases.run(
-        target.using, lambda using: _serve(method, header, replace(target, using=using), asgi)
+        target.using,
+        lambda using: _serve(method, header, replace(target, using=using), asgi),
+        standby=_standby_may_answer(target),
     )
+
+
+def _standby_may_answer(target: Target) -> bool:
+    # A managed share link's state is read from the primary: a revoke must be seen on the
+    # next request, not once a lagging standby has it.
+    return target.rule != "link"
 
 
 def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer | None:
@@ -408,7 +416,9 @@ def _serve(method: str, header: Headers, target: Target, asgi: bool) -> Answer |
 async def aserve(method: str, header: Headers, target: Target) -> Answer | None:
     """:func:`serve` on the event loop: the async pool, and an async body."""
     return await _databases.arun(
-        target.using, lambda using: _aserve(method, header, replace(target, using=using))
+        target.using,
+        lambda using: _aserve(method, header, replace(target, using=using)),
+        standby=_standby_may_answer(target),
     )
 
 

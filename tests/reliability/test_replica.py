@@ -140,6 +140,28 @@ def test_downloads_are_read_from_the_standby(
         assert request(server, "GET", path, {"Cookie": cookie}).status == 404
 
 
+def test_a_managed_link_is_checked_on_the_primary(
+    server: Server, own_database: OwnDatabase, standby: PostgresServer
+) -> None:
+    # Issue 25: a revoke is seen on the next request, however far behind the standby is.
+    stored = own_database.store(f"linked-{server.kind}.bin", DATA, public=False)
+    token = f"link-{server.kind}-{random.randrange(10**9)}"
+    own_database.execute(
+        "INSERT INTO files_app_sharelink (token, stored_file_id, label, created, downloads) "
+        "SELECT %s, id, '', now(), 0 FROM files_app_storedfile WHERE uuid = %s",
+        (token, stored),
+    )
+    path = f"/files/links/{token}/linked.bin"
+    _caught_up(own_database, standby)
+    ranged = {"Range": "bytes=100-199"}
+    assert request(server, "GET", path, ranged).body == DATA[100:200]
+    with _replay_paused(standby):
+        own_database.execute(
+            "UPDATE files_app_sharelink SET revoked = now() WHERE token = %s", (token,)
+        )
+        assert request(server, "GET", path, ranged).status == 410
+
+
 def test_a_file_not_replicated_yet_is_read_from_the_primary(
     server: Server, own_database: OwnDatabase, standby: PostgresServer, cookie: str
 ) -> None:
