@@ -1,5 +1,6 @@
-"""What the size of the catalogue costs: lookups, the admin change list, files_stats and
-files_sweep --dry-run, measured with 1,000 and with 1,000,000 stored files.
+"""What the size of the catalogue costs: lookups, the admin change list, files_stats,
+files_sweep --dry-run and the quota checks of an upload (files_app.quotas), measured with
+1,000 and with 1,000,000 stored files.
 
 Run: .venv/bin/python bench/catalogue.py [--sizes 1000,1000000] [--rounds 15]
 
@@ -8,7 +9,8 @@ grows one catalogue from the smallest size to the largest: each stored file is a
 large object of 16 bytes made by files_app's rules (tagged as files_app's, its row's size
 and SHA-256 true to it; the size trigger checks every row), half of them public, four
 content types, one a second apart; one object in a hundred is referenced by nothing (what
-the sweeper finds). Every figure is the median of ``--rounds`` timings taken in this process
+the sweeper finds). The first 1,000 rows belong to the benchmark's user (whose stored bytes
+a quota check adds up). Every figure is the median of ``--rounds`` timings taken in this process
 through Django's test client (the whole middleware stack, the lean path on) or
 ``call_command``; the report goes to ``bench/results/catalogue-<date>.md`` and ``.json``.
 """
@@ -87,6 +89,7 @@ class Catalogue:
         self.rows = 0
         self.admin = Client()
         user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
+        self.user = user
         self.admin.force_login(user)
         self.anonymous = Client()
 
@@ -115,6 +118,9 @@ class Catalogue:
                 for start in range(0, len(made), TAGS):
                     cursor.execute(TAG, [made[start : start + TAGS]])
                 self.rows = last
+            cursor.execute(
+                "UPDATE files_app_storedfile SET owner_id = %s WHERE id <= 1000", [self.user.pk]
+            )
             cursor.execute("VACUUM ANALYZE")
             cursor.execute("CHECKPOINT")
 
@@ -151,6 +157,17 @@ class Catalogue:
 
         return run
 
+    def quota_check(self, **limits: int) -> Callable[[], None]:
+        from django.test import override_settings
+
+        from files_app import quotas
+
+        def check() -> None:
+            with override_settings(**limits):
+                quotas.check(self.user, 1)
+
+        return check
+
     def measure(self) -> dict[str, float]:
         log(f"measuring at {self.rows:,} files")
         start = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
@@ -170,6 +187,13 @@ class Catalogue:
             ),
             "change list, second page": self.page("?p=2"),
             "change list, search by name": self.page(f"?q=file-{self.rows // 2}.txt"),
+            # What an upload's check costs (admin upload, tus creation, each PATCH).
+            "quota check, user's quota (1,000 files of theirs)": self.quota_check(
+                FILES_APP_USER_QUOTA=2**50
+            ),
+            "quota check, the site's cap (every row)": self.quota_check(
+                FILES_APP_TOTAL_QUOTA=2**50
+            ),
             "files_stats": self.command("files_stats"),
             # The whole inventory (--unreferenced): what the default sweep was before 2026-12-06.
             "files_sweep --dry-run": self.command(
@@ -178,7 +202,8 @@ class Catalogue:
         }
         results = {}
         for name, action in figures.items():
-            rounds = self.rounds if "files_" not in name else max(3, self.rounds // 5)
+            heavy = "files_" in name or "cap" in name
+            rounds = self.rounds if not heavy else max(3, self.rounds // 5)
             results[name] = median_ms(action, rounds)
             log(f"  {name}: {results[name]:.1f} ms")
         return results

@@ -375,9 +375,7 @@ def run(primary: str, read: Callable[[str], T], *, standby: bool = True) -> T:
     return read(primary)
 
 
-async def arun(
-    primary: str, read: Callable[[str], Awaitable[T]], *, standby: bool = True
-) -> T:
+async def arun(primary: str, read: Callable[[str], Awaitable[T]], *, standby: bool = True) -> T:
     """:func:`run` for ``read`` on files_app.largeobjects_async's async pool (which runs a
     statement again on a dead connection itself)."""
     using = await achoose(primary) if standby else primary

@@ -25,10 +25,10 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
-from files_app import archive, catalogue
+from files_app import archive, catalogue, quotas
 from files_app.conf import app_settings
 from files_app.csrf import reject_before_body
-from files_app.models import ShareLink, StoredFile, TrashedFile
+from files_app.models import ShareLink, StoredFile, TrashedFile, UserQuota
 from files_app.uploadhandler import LargeObjectUploadHandler, UploadTooLarge
 
 __all__ = ["StoredFileAdmin"]
@@ -355,6 +355,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "limit": filesizeformat(exc.limit),
+                "message": str(exc),
                 "title": "Upload too large",
             },
             status=413,
@@ -429,7 +430,17 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     "bytes": filesizeformat(totals.bytes),
                     "estimated": totals.estimated,
                 }
+                response.context_data["quota"] = self._quota_lines(request)
         return response
+
+    def _quota_lines(self, request: HttpRequest) -> list[str]:
+        """What the change list says of the user's quota (files_app.quotas): what their
+        files store, against their quota if they have one. (The site's cap is on the user
+        quotas' page: adding up what the database holds reads every row.)"""
+        limit = quotas.user_limit(request.user)
+        stored = quotas.stored_by(request.user)
+        mine = f" of your quota of {filesizeformat(limit)}." if limit is not None else "."
+        return [f"Your files store {filesizeformat(stored)}{mine}"]
 
     @admin.display(description="size", ordering="size")
     def list_size(self, obj: StoredFile) -> str:
@@ -723,6 +734,45 @@ class ShareLinkAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def revoke_links(self, request: HttpRequest, queryset: QuerySet[ShareLink]) -> None:
         count = queryset.revoke()  # type: ignore[attr-defined]
         self.message_user(request, f"{count} link(s) revoked.", messages.SUCCESS)
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A user's own quota (bytes stored, files_app.quotas), instead of
+    ``FILES_APP_USER_QUOTA``."""
+
+    list_display = ["user", "human_limit", "stored"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    search_fields = ["user__username"]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        cap = app_settings.TOTAL_QUOTA
+        if cap is not None:
+            held = quotas.held()
+            note = (
+                f"The database holds {filesizeformat(held)} of its cap of {filesizeformat(cap)} "
+                "(FILES_APP_TOTAL_QUOTA; files shared by dedupe count once)."
+            )
+        else:
+            note = "No cap on what the database holds (FILES_APP_TOTAL_QUOTA)."
+        default = app_settings.USER_QUOTA
+        note += " Users without a quota here may store " + (
+            f"{filesizeformat(default)} (FILES_APP_USER_QUOTA)."
+            if default is not None
+            else "without limit (FILES_APP_USER_QUOTA)."
+        )
+        return super().changelist_view(request, {**(extra_context or {}), "subtitle": note})
+
+    @admin.display(description="limit", ordering="limit")
+    def human_limit(self, obj: UserQuota) -> str:
+        return "no limit" if obj.limit is None else filesizeformat(obj.limit)
+
+    @admin.display(description="stored now")
+    def stored(self, obj: UserQuota) -> str:
+        return filesizeformat(quotas.stored_by(obj.user))
 
 
 @admin.register(TrashedFile)

@@ -45,13 +45,20 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
                     id="files_app.E001" if name == "CHUNK_SIZE" else "files_app.E002",
                 )
             )
-    limit = app_settings.MAX_UPLOAD_SIZE
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+    for name, lowest, check_id in (
+        ("MAX_UPLOAD_SIZE", 1, "files_app.E004"),
+        ("USER_QUOTA", 0, "files_app.E017"),
+        ("TOTAL_QUOTA", 0, "files_app.E018"),
+    ):
+        limit = getattr(app_settings, name)
+        number = isinstance(limit, int) and not isinstance(limit, bool)
+        if limit is None or (number and limit >= lowest):
+            continue
         errors.append(
             checks.Error(
-                f"FILES_APP_MAX_UPLOAD_SIZE must be a size in bytes or None, not {limit!r}.",
+                f"FILES_APP_{name} must be a size in bytes or None, not {limit!r}.",
                 hint="Use None for no limit, or for example 2 * 1024**3 for 2 GiB.",
-                id="files_app.E004",
+                id=check_id,
             )
         )
     grace = app_settings.SWEEP_GRACE

@@ -95,6 +95,20 @@ class Settings:
         return self._get("TRASH_DAYS", 0)  # type: ignore[no-any-return]
 
     @property
+    def USER_QUOTA(self) -> int | None:
+        """Bytes each user may store (their files, the files' versions, their uploads in
+        progress: logical bytes, before dedupe) unless their ``UserQuota`` says otherwise;
+        None for no limit."""
+        return self._get("USER_QUOTA", None)  # type: ignore[no-any-return]
+
+    @property
+    def TOTAL_QUOTA(self) -> int | None:
+        """Bytes the database may hold in stored files' large objects, versions and uploads
+        in progress (physical bytes: an object shared by dedupe counts once); None for no
+        cap."""
+        return self._get("TOTAL_QUOTA", None)  # type: ignore[no-any-return]
+
+    @property
     def LINK_RESUME(self) -> int:
         """Seconds after its last counted download that a share link which reached its
         download limit still answers ranges that start no new download (a player's seeks,

@@ -43,6 +43,7 @@ __all__ = [
     "StoredFileQuerySet",
     "TrashedFile",
     "Upload",
+    "UserQuota",
 ]
 
 
@@ -1072,6 +1073,28 @@ class ShareLink(models.Model):
             self.save(update_fields=["revoked"])
 
     revoke.alters_data = True  # type: ignore[attr-defined]
+
+
+class UserQuota(models.Model):
+    """A user's own quota, instead of ``FILES_APP_USER_QUOTA``: the bytes they may store
+    (logical: their files, the files' versions, their uploads in progress; see
+    :mod:`files_app.quotas`)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    limit = models.BigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Bytes this user may store; empty: no limit for this user.",
+    )
+
+    class Meta:
+        verbose_name = "user quota"
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"
 
 
 class Upload(models.Model):

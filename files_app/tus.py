@@ -48,7 +48,7 @@ from django.utils import timezone
 from django.utils.http import http_date
 from django.views import View
 
-from files_app import mediatypes
+from files_app import mediatypes, quotas
 from files_app.conf import app_settings
 from files_app.digests import Digest, ResumableSHA256
 from files_app.fields import WrittenObject
@@ -212,6 +212,12 @@ class UploadView(View):
             raise Refused(400, f"The body goes past Upload-Length ({length} bytes).")
         using = router.db_for_write(Upload)
         with transaction.atomic(using=using):
+            # Checked and reserved (the upload's length counts from now on) at once.
+            quotas.lock(using)
+            try:
+                quotas.check(request.user, length)
+            except quotas.QuotaExceeded as exc:
+                raise Refused(413, str(exc)) from None
             upload = Upload.objects.using(using).create(
                 oid=LargeObjectStorage(using=using).create_object(),
                 length=length,
@@ -259,6 +265,10 @@ class UploadView(View):
         upload = self._take(request, upload_id)
         if offset != upload.offset:
             raise Refused(409, f"Upload-Offset is {upload.offset}, not {offset}.")
+        try:  # its length is counted already: are the uploader's files over a quota now?
+            quotas.check(request.user, 0, fresh=False)
+        except quotas.QuotaExceeded as exc:
+            raise Refused(413, f"{exc} The upload may resume once there is room.") from None
         if offset + size > upload.length:
             raise Refused(400, f"The body goes past Upload-Length ({upload.length} bytes).")
         response = HttpResponse(status=204)

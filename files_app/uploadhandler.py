@@ -15,21 +15,31 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, QueryDict
 from django.http.multipartparser import MultiPartParser
+from django.template.defaultfilters import filesizeformat
 from django.utils.datastructures import MultiValueDict
 
+from files_app import quotas
 from files_app.conf import app_settings
 from files_app.digests import Hasher
 from files_app.storage import LargeObjectStorage, LargeObjectUploadedFile, LargeObjectWriter
 
 __all__ = ["LargeObjectUploadHandler", "UploadTooLarge"]
 
+# What a multipart body may hold besides its files (the other fields, the parts' headers)
+# before its declared length alone refuses it.
+FORM_SLACK = 64 * 1024
+
 
 class UploadTooLarge(Exception):
-    """The upload is larger than ``FILES_APP_MAX_UPLOAD_SIZE``."""
+    """The upload is larger than ``FILES_APP_MAX_UPLOAD_SIZE``, or than the uploader's
+    quota leaves room for (``message`` says which)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, message: str | None = None) -> None:
         self.limit = limit
-        super().__init__(f"The upload is larger than the limit of {limit} bytes.")
+        default = (
+            f"The upload is larger than the limit of {filesizeformat(limit)} ({limit} bytes)."
+        )
+        super().__init__(message or default)
 
 
 class LargeObjectUploadHandler(FileUploadHandler):
@@ -40,6 +50,10 @@ class LargeObjectUploadHandler(FileUploadHandler):
         self.storage = LargeObjectStorage()
         self.chunk_size = self.storage.chunk_size
         self.max_size: int | None = app_settings.MAX_UPLOAD_SIZE
+        # The uploader's quota (files_app.quotas): the bytes of every file of the request.
+        user = getattr(request, "user", None)
+        self.quota = quotas.room(user) if user is not None else None
+        self.received = 0
         self.oid: int | None = None
         self.writer: LargeObjectWriter
         self._parsing = False
@@ -53,8 +67,10 @@ class LargeObjectUploadHandler(FileUploadHandler):
         encoding: str | None = None,
     ) -> tuple[QueryDict, MultiValueDict[str, UploadedFile]] | None:
         # Refuse an oversized body before reading any of it.
-        if self.max_size is not None and content_length > self.max_size + 64 * 1024:
+        if self.max_size is not None and content_length > self.max_size + FORM_SLACK:
             raise UploadTooLarge(self.max_size)
+        if self.quota is not None and content_length > self._room() + FORM_SLACK:
+            raise self._over_quota(content_length)
         if self._parsing:
             return None
         # Django's parser tells no handler when it gives up half-way through a file (a
@@ -84,11 +100,24 @@ class LargeObjectUploadHandler(FileUploadHandler):
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         self.buffer += raw_data
         self.size += len(raw_data)
+        self.received += len(raw_data)
         if self.max_size is not None and self.size > self.max_size:
             self.upload_interrupted()
             raise UploadTooLarge(self.max_size)
+        if self.quota is not None and self.received > self._room():
+            self.upload_interrupted()
+            raise self._over_quota(self.received)
         if len(self.buffer) >= self.chunk_size:
             self._flush()
+
+    def _room(self) -> int:
+        assert self.quota is not None
+        return self.quota[1].room or 0
+
+    def _over_quota(self, size: int) -> UploadTooLarge:
+        assert self.quota is not None
+        which, usage = self.quota
+        return UploadTooLarge(self._room(), str(quotas.QuotaExceeded(which, usage, size)))
 
     def _flush(self) -> None:
         if not self.buffer:

@@ -249,3 +249,10 @@ if max_age := os.environ.get("MINICLOUD_PUBLIC_MAX_AGE"):
 # The largest upload, in bytes (unset: no limit); match the proxy's client_max_body_size.
 if limit := os.environ.get("MINICLOUD_MAX_UPLOAD_SIZE"):
     FILES_APP_MAX_UPLOAD_SIZE = int(limit)
+# Quotas, in bytes (unset: none): MINICLOUD_USER_QUOTA, what each user may store (their
+# files, versions and uploads in progress; the admin's "User quotas" sets one user's own),
+# and MINICLOUD_TOTAL_QUOTA, what the database may hold (docs/using.md, "Quotas").
+if quota := os.environ.get("MINICLOUD_USER_QUOTA"):
+    FILES_APP_USER_QUOTA = int(quota)
+if quota := os.environ.get("MINICLOUD_TOTAL_QUOTA"):
+    FILES_APP_TOTAL_QUOTA = int(quota)

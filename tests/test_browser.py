@@ -505,6 +505,36 @@ def test_admin_limited_link_used_up_and_revoked(browser: Any, live_server: Any) 
     context.close()
 
 
+@pytest.mark.parametrize("size", [3_000_000, 60_000], ids=["declared", "as it arrives"])
+def test_admin_upload_over_the_quota_is_refused(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path, size: int
+) -> None:
+    """Quotas (issue 25): an upload through the admin's form over the user's quota shows
+    why, whether its length says so or its bytes do; nothing is stored. The resumable
+    uploader (tus) says why too."""
+    settings.FILES_APP_USER_QUOTA = 20_000
+    User.objects.create_superuser("quota", password="quota-pw")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"q" * size)
+    context = browser.new_context()
+    page = context.new_page()
+    _login(page, live_server.url, "quota", "quota-pw")
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/add/")
+    page.set_input_files("#id_file", str(big))
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=Over your quota")
+    assert "Nothing was stored." in page.content()
+    assert not StoredFile.objects.exists()
+
+    page.goto(f"{live_server.url}/admin/files_app/storedfile/add/")
+    page.locator("input.uppy-Dashboard-input").first.set_input_files(str(big))
+    page.click(".uppy-StatusBar-actionBtn--upload")
+    note = page.wait_for_selector("p.files-app-upload-error", timeout=30_000)
+    assert "Over your quota" in note.inner_text()
+    assert not StoredFile.objects.exists()
+    context.close()
+
+
 def test_stored_html_and_svg_never_run_in_the_sites_origin(browser: Any, live_server: Any) -> None:
     # However their type is spelled, they are downloads in a CSP sandbox: navigating to them
     # or framing them from a page of the site runs nothing in the site's origin.

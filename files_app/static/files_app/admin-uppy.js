@@ -27,6 +27,16 @@ document.addEventListener("DOMContentLoaded", function () {
     removeFingerprintOnSuccess: true,
   });
   if (window.Uppy.GoldenRetriever) uppy.use(window.Uppy.GoldenRetriever);
+  // A refusal (413 over a quota or the size limit, 403) says why in its body: show it.
+  uppy.on("upload-error", function (file, error) {
+    var response = error && error.originalResponse;
+    var reason = response && typeof response.getBody === "function" ? response.getBody() : "";
+    var note = document.createElement("p");
+    note.className = "errornote files-app-upload-error";
+    note.textContent = (file && file.name ? file.name + ": " : "") +
+      (reason || (error && error.message) || "The upload failed.");
+    target.parentElement.appendChild(note);
+  });
   uppy.on("complete", function (result) {
     document.body.dataset.filesAppUploaded = String(result.successful.length);
     if (result.successful.length && !result.failed.length) {
