@@ -605,6 +605,7 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "object": obj,
                 "version": version,
                 "size": filesizeformat(version.size),
+                "keeps": bool(app_settings.VERSIONS) and not obj.storage,
                 "change_url": change_url,
                 "title": f"Restore {version}?",
             },

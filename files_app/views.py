@@ -557,6 +557,11 @@ class ShareLinkView(StoredFileView):
         files = self.model._default_manager.filter(self.model.downloadable())
         return self.find(files, pk=link.stored_file_id)
 
+    def get_redirect(self) -> HttpResponseBase | None:
+        # Never to a presigned URL (FILES_APP_REDIRECT_STORAGES), even for a file moved to
+        # S3: a download there would not be counted, nor refused once the link is revoked.
+        return None
+
     def admit(self, plan: Plan) -> HttpResponseBase | None:
         if not responder.starts_a_download(str(self.request.method), plan):
             return None

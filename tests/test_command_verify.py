@@ -73,6 +73,17 @@ def test_corrupted_and_missing_objects_are_each_reported(files: list[StoredFile]
     assert len(lines) == 2
 
 
+def test_files_in_the_trash_are_verified_too(files: list[StoredFile], settings: Any) -> None:
+    # They may be restored: their bytes must still be theirs.
+    settings.FILES_APP_TRASH_DAYS = 30
+    a, _, c = files
+    c.delete()
+    assert c.file.oid is not None
+    largeobjects.write(c.file.oid, 10, b"\0\1", "default")
+    with pytest.raises(CommandError, match="1 whose content does not match; 2 intact"):
+        _verify()
+
+
 def test_a_shorter_object_is_a_mismatch(files: list[StoredFile]) -> None:
     a = files[0]
     with connection.cursor() as cursor:  # truncation, as a botched restore might leave it

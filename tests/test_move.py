@@ -554,6 +554,13 @@ def test_a_redirect_storage_sends_downloads_to_a_presigned_url(
         assert (reply.status, reply.read()) == (206, DATA[10:20])
         assert reply.headers["Content-Type"] == stored.content_type
         assert f'filename="{stored.download_name}"' in reply.headers["Content-Disposition"]
+    # A managed share link is served through Django: its downloads are counted, and a
+    # revoke is not outlived by a presigned URL.
+    link = stored.share(max_downloads=1)
+    shared = client.get(link.get_absolute_url())
+    assert shared.status_code == 200
+    assert b"".join(shared.streaming_content) == DATA  # type: ignore[attr-defined]
+    assert client.get(link.get_absolute_url()).status_code == 410
     # Not listed: proxied through Django, as before.
     settings.FILES_APP_REDIRECT_STORAGES = {}
     proxied = client.get(url, HTTP_RANGE="bytes=10-19")

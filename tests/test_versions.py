@@ -247,6 +247,10 @@ def test_the_admin_lists_downloads_and_restores_versions(
     restore = reverse("admin:files_app_storedfile_restore_version", args=[stored.pk, 1])
     assert restore in text
     assert b"Yes, restore it" in client.get(restore).content
+    assert b"nothing is lost" in client.get(restore).content
+    versions.FILES_APP_VERSIONS = 0  # restoring would drop what the file holds: it says so
+    assert b"Restoring replaces it for good" in client.get(restore).content
+    versions.FILES_APP_VERSIONS = 3
     assert client.post(restore).status_code == 302
     stored.refresh_from_db()
     assert stored.name == "one.txt"

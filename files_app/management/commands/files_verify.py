@@ -49,7 +49,7 @@ class Command(BaseCommand):
         using = database_alias(options["database"], "nothing to verify")
         self.using = using
         self.verbosity = options["verbosity"]
-        queryset = with_uuids(StoredFile.objects.using(using), options["uuid"])
+        queryset = with_uuids(StoredFile.everything.using(using), options["uuid"])
         total = queryset.aggregate(total=Sum("size"))["total"] or 0
         self.progress = Progress(self.stderr, total)
         try:
@@ -164,7 +164,7 @@ class Command(BaseCommand):
 
     def _changed(self, stored: StoredFile) -> bool:
         # A file replaced or deleted while it was read is not damage: its row moved on.
-        current = StoredFile.objects.using(self.using).filter(pk=stored.pk)
+        current = StoredFile.everything.using(self.using).filter(pk=stored.pk)
         return not current.filter(
             file=stored.file.oid, storage_name=stored.storage_name, size=stored.size
         ).exists()
