@@ -13,7 +13,9 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminFileWidget
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
+from django.db import router
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
@@ -104,7 +106,31 @@ class StoredFileWidget(AdminFileWidget):
         return value
 
 
-class StoredFileChangeForm(forms.ModelForm):  # type: ignore[type-arg]
+class QuotaCheckedForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A form whose uploaded files are checked against the uploader's quota a last time
+    in the transaction that saves them (files_app.quotas): the upload handler checked
+    each request against the room it saw when the body started, and two uploads in
+    flight at once may each fit that room but not together."""
+
+    uploader: Any = None  # set by StoredFileAdmin.get_form: the request's user
+    extra_files: list[Any] = []
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        uploads = [self.cleaned_data.get("file"), *self.extra_files]
+        adding = sum(upload.size or 0 for upload in uploads if isinstance(upload, UploadedFile))
+        if adding and quotas.limited(self.uploader):
+            using = router.db_for_write(StoredFile)
+            # Held until the admin's transaction (changeform_view's) ends, with the saves.
+            quotas.lock(using)
+            try:
+                quotas.check(self.uploader, adding, using=using)
+            except quotas.QuotaExceeded as exc:
+                self.add_error("file", f"{exc} Nothing was stored.")
+        return cleaned
+
+
+class StoredFileChangeForm(QuotaCheckedForm):
     class Meta:
         model = StoredFile
         fields = ["file", "name", "content_type", "public", "owner"]
@@ -121,7 +147,7 @@ class StoredFileChangeForm(forms.ModelForm):  # type: ignore[type-arg]
             )
 
 
-class StoredFileAddForm(forms.ModelForm):  # type: ignore[type-arg]
+class StoredFileAddForm(QuotaCheckedForm):
     """The add form: one or several files, each becoming a stored file."""
 
     file = MultipleFileField(
@@ -271,7 +297,8 @@ class StoredFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         **kwargs: Any,
     ) -> Any:
         kwargs["form"] = StoredFileAddForm if obj is None else StoredFileChangeForm
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"uploader": request.user})
 
     def get_fieldsets(self, request: HttpRequest, obj: StoredFile | None = None) -> Any:
         if obj is None:

@@ -18,12 +18,15 @@ Two measures of the same bytes, each limiting what it is fair to limit:
   so no cap can be set on it.
 
 Uploads are checked against the uploader: the admin's upload by the request's declared
-length before a byte is read and again as bytes arrive, a tus upload at creation by its
-``Upload-Length`` (reserved from then on) and at every ``PATCH``. Saves from code are not
-checked: call :func:`check` where your own code takes uploads.
+length before a byte is read, again as bytes arrive, and a last time under :func:`lock`
+in the transaction that saves it (two uploads in flight at once each fit the room they
+saw; the second to save sees the first); a tus upload at creation by its
+``Upload-Length`` (reserved under the lock from then on) and at every ``PATCH``. Saves
+from code are not checked: call :func:`check` where your own code takes uploads.
 
-Public API: :func:`check`, :func:`lock`, :func:`room`, :func:`usage_of`, :func:`stored_by`,
-:func:`held`, :class:`QuotaExceeded`, :class:`Usage` (docs/reference.md, "Public API").
+Public API: :func:`check`, :func:`limited`, :func:`lock`, :func:`room`, :func:`usage_of`,
+:func:`stored_by`, :func:`held`, :class:`QuotaExceeded`, :class:`Usage` (docs/reference.md,
+"Public API").
 """
 
 from __future__ import annotations
@@ -43,7 +46,17 @@ from files_app.references import column
 # The advisory lock of quota checks (lock()): a key of its own, the bytes of "fa-quota".
 QUOTA_LOCK = int.from_bytes(b"fa-quota", "big") - 2**63
 
-__all__ = ["QuotaExceeded", "Usage", "check", "held", "lock", "room", "stored_by", "usage_of"]
+__all__ = [
+    "QuotaExceeded",
+    "Usage",
+    "check",
+    "held",
+    "limited",
+    "lock",
+    "room",
+    "stored_by",
+    "usage_of",
+]
 
 
 @dataclass(frozen=True)
@@ -148,18 +161,27 @@ def _held(using: str | None, *, fresh: bool) -> int:
     return value
 
 
-def usage_of(user: Any | None, *, fresh: bool = True) -> dict[str, Usage]:
+def usage_of(
+    user: Any | None, *, fresh: bool = True, using: str | None = None
+) -> dict[str, Usage]:
     """Return the limits that apply to ``user``'s uploads with what they use: "user" (their
-    quota, on stored bytes) and "total" (the cap, on held bytes), each if set. Without
-    ``fresh``, the held bytes may be this process's figure of up to ``HELD_REUSE`` seconds
-    ago (the user's stored bytes are always added up again)."""
+    quota, on stored bytes) and "total" (the cap, on held bytes), each if set, read from
+    ``using`` (the database for reading stored files by default). Without ``fresh``, the
+    held bytes may be this process's figure of up to ``HELD_REUSE`` seconds ago (the
+    user's stored bytes are always added up again)."""
     found: dict[str, Usage] = {}
     limit = user_limit(user)
     if limit is not None:
-        found["user"] = Usage(stored_by(user), limit)
+        found["user"] = Usage(stored_by(user, using), limit)
     if app_settings.TOTAL_QUOTA is not None:
-        found["total"] = Usage(_held(None, fresh=fresh), app_settings.TOTAL_QUOTA)
+        found["total"] = Usage(_held(using, fresh=fresh), app_settings.TOTAL_QUOTA)
     return found
+
+
+def limited(user: Any | None) -> bool:
+    """Return whether a quota or the site's cap applies to ``user``'s uploads (without
+    adding anything up)."""
+    return app_settings.TOTAL_QUOTA is not None or user_limit(user) is not None
 
 
 def room(user: Any | None) -> tuple[str, Usage] | None:
@@ -176,10 +198,12 @@ def lock(using: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [QUOTA_LOCK])
 
 
-def check(user: Any | None, adding: int, *, fresh: bool = True) -> None:
+def check(user: Any | None, adding: int, *, fresh: bool = True, using: str | None = None) -> None:
     """Raise :class:`QuotaExceeded` if storing ``adding`` more bytes for ``user`` would go
     over their quota or the site's cap (``adding`` 0: whether they are over it already;
-    ``fresh``: see :func:`usage_of`)."""
-    for which, usage in usage_of(user, fresh=fresh).items():
+    ``fresh`` and ``using``: see :func:`usage_of`). To check and then store without
+    another upload passing the same check meanwhile, call :func:`lock` first in the
+    transaction that stores, and pass its database as ``using``."""
+    for which, usage in usage_of(user, fresh=fresh, using=using).items():
         if usage.limit is not None and usage.used + adding > usage.limit:
             raise QuotaExceeded(which, usage, adding)

@@ -112,6 +112,51 @@ def test_an_admin_upload_over_the_quota_is_413_and_stores_nothing(
     assert fits.status_code == 302 and StoredFile.objects.count() == 2
 
 
+def test_an_upload_that_fit_when_it_started_is_checked_again_as_it_is_saved(
+    uploader: User,
+    client_of: Client,
+    settings: SettingsWrapper,
+    lo_count: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another upload of the same user is saved while this one's body streams in: the
+    # handler saw the room before it, the save sees it taken.
+    settings.FILES_APP_USER_QUOTA = 20 * KB
+    real_room = quotas.room
+
+    def room_then_another_upload_lands(user: Any) -> Any:
+        seen = real_room(user)
+        _store(uploader, b"a" * 12 * KB, "other.bin")
+        return seen
+
+    monkeypatch.setattr(quotas, "room", room_then_another_upload_lands)
+    before = lo_count()
+    response = client_of.post(ADD, {"file": SimpleUploadedFile("late.bin", b"l" * 12 * KB)})
+    assert response.status_code == 200  # the form again, with the reason
+    errors = response.context["adminform"].form.errors["file"]
+    assert errors == [
+        "Over your quota: 11.7 KB of 19.5 KB used, and this upload needs 11.7 KB more. "
+        "Nothing was stored."
+    ]
+    assert list(StoredFile.objects.values_list("name", flat=True)) == ["other.bin"]
+    assert lo_count() == before + 1  # the other upload's; this one's object is gone
+    # A replacement is checked the same way; the file keeps its content.
+    stored = StoredFile.objects.get()
+    change = reverse("admin:files_app_storedfile_change", args=[stored.pk])
+    replaced = client_of.post(
+        change,
+        {
+            "file": SimpleUploadedFile("new.bin", b"n" * 6 * KB),
+            "name": "other.bin",
+            "content_type": "",
+            "owner": uploader.pk,
+        },
+    )
+    assert replaced.status_code == 200 and "Over your quota" in replaced.content.decode()
+    stored.refresh_from_db()
+    assert stored.size == 12 * KB and StoredFile.objects.count() == 2
+
+
 def test_a_change_without_a_file_is_not_refused_over_the_quota(
     uploader: User, client_of: Client, settings: SettingsWrapper
 ) -> None:

@@ -2,7 +2,8 @@
 ``MINICLOUD_USER_QUOTA`` under gunicorn and uvicorn. An admin upload whose declared length
 is over the quota is answered 413 before its body is sent; one that grows over it is
 stopped as its bytes arrive; curl's multipart upload gets the 413 page; tus creation and
-PATCH are 413 with the reason. Nothing is stored, no large object is left."""
+PATCH are 413 with the reason; of two admin uploads in flight at once that fit alone but
+not together, one is stored. Nothing is stored, no large object is left."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.test.client import BOUNDARY, encode_multipart
 
+from tests.polling import wait_until
 from tests.reliability.clients import Named, admin_post
 from tests.reliability.conftest import OwnDatabase, minicloud_on
 from tests.servers import SERVER_KINDS, Server, request
@@ -101,6 +104,70 @@ def test_uploads_over_the_quota_store_nothing(
     )
     assert fits == 302 and _files(own_database) == files + 1
     own_database.execute("DELETE FROM files_app_storedfile WHERE name = 'ok.bin'")
+
+
+def test_two_admin_uploads_that_fit_alone_but_not_together_store_one(
+    server: Server, own_database: OwnDatabase, session: str
+) -> None:
+    # Both bodies start before either ends: each upload handler sees the whole quota as
+    # room. The last check, under the quota lock as the form saves, refuses the second.
+    before, files = _objects(own_database), _files(own_database)
+    token = "r" * 32
+    # Files over the parser's first read (FILES_APP_CHUNK_SIZE, 1 MiB), and a quota of
+    # the user's own that fits one of them.
+    own_database.execute(
+        'INSERT INTO files_app_userquota (user_id, "limit") '
+        f"SELECT id, {6 * QUOTA} FROM auth_user WHERE username = 'quota-user'"
+    )
+    bodies = [
+        encode_multipart(
+            BOUNDARY,
+            {
+                "csrfmiddlewaretoken": token,
+                "file": Named(f"half{n}.bin", bytes([65 + n]) * (QUOTA * 35 // 10)),
+            },
+        )
+        for n in range(2)
+    ]
+    socks = [socket.create_connection((server.host, server.port), timeout=60) for _ in bodies]
+    try:
+        for sock, body in zip(socks, bodies, strict=True):
+            sock.sendall(
+                (
+                    "POST /admin/files_app/storedfile/add/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Cookie: sessionid={session}; csrftoken={token}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                ).encode()
+                + body[: len(body) // 2]
+            )
+        # Each server thread has begun its file (a large object each) before either ends.
+        wait_until(lambda: _objects(own_database) == before + 2, 30, "both uploads under way")
+        for sock, body in zip(socks, bodies, strict=True):
+            sock.sendall(body[len(body) // 2 :])
+        answers = [_answer(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+        own_database.execute(
+            "DELETE FROM files_app_userquota WHERE user_id = "
+            "(SELECT id FROM auth_user WHERE username = 'quota-user')"
+        )
+    statuses = sorted(answer.split(b" ", 2)[1] for answer in answers)
+    assert statuses == [b"200", b"302"], [answer[:300] for answer in answers]
+    refused = next(answer for answer in answers if answer.split(b" ", 2)[1] == b"200")
+    assert b"Over your quota" in refused and b"Nothing was stored." in refused
+    assert _files(own_database) == files + 1
+    wait_until(lambda: _objects(own_database) == before + 1, 30, "the refused one's object gone")
+    own_database.execute("DELETE FROM files_app_storedfile WHERE name LIKE 'half_.bin'")
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Read a whole answer from a connection the server closes when done."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
 
 
 def test_tus_creation_and_patch_over_the_quota_are_413(
