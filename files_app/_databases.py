@@ -339,12 +339,33 @@ def failed(alias: str, exc: BaseException) -> None:
         _standby(alias).failed(exc)
 
 
-def _connection_failed(exc: BaseException) -> bool:
+def sqlstate(exc: BaseException) -> str | None:
+    """Return the SQLSTATE of a database error (Django's wrapper or the driver's own,
+    psycopg or psycopg2), or None when it has none (the connection or the pool failed)."""
     cause = exc.__cause__ or exc
-    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
+#: The SQLSTATE of a statement that waited ``lock_timeout`` for a lock (lock_not_available).
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def wait_for_locks(using: str, seconds: float) -> None:
+    """Make the statements of the current transaction on ``using`` give up waiting for a
+    lock after ``seconds``, failing with :data:`LOCK_NOT_AVAILABLE` (PostgreSQL's
+    ``lock_timeout``, set for this transaction only: PgBouncer's transaction pooling keeps
+    it)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true)", [f"{max(int(seconds * 1000), 1)}ms"]
+        )
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    code = sqlstate(exc)
     # No SQLSTATE: the connection or the pool failed. Class 08 is "connection exception",
     # 57P0x a server shutting down or restarting (PostgreSQL, "Error Codes").
-    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+    return code is None or code.startswith(("08", "57P"))
 
 
 def run(primary: str, read: Callable[[str], T], *, standby: bool = True) -> T:

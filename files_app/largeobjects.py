@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote
 from django.db import DatabaseError, NotSupportedError, connections, transaction
 
 from files_app import pipeline
+from files_app._databases import sqlstate
 
 # Large objects created by files_app carry this comment (plus their creation time): the
 # sweeper only ever frees large objects it can prove are ours.
@@ -51,11 +52,6 @@ def _check_vendor(using: str) -> Any:
     return connection
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    cause = exc.__cause__ or exc
-    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-
-
 # A pooler in transaction mode that cannot keep prepared statements (PgBouncer before 1.22,
 # or without max_prepared_statements) answers a statement prepared on another server
 # connection with one of these: the name is taken there, or unknown here.
@@ -74,7 +70,7 @@ def prepared_statements_lost(exc: BaseException) -> bool:
     time, turn preparing off for this process and say so once, so that the statement can
     run again unprepared (instead of failing every request behind such a pooler)."""
     global _preparation_lost
-    if _sqlstate(exc) not in PREPARED_STATEMENT_LOST:
+    if sqlstate(exc) not in PREPARED_STATEMENT_LOST:
         return False
     if not _preparation_lost:
         _preparation_lost = True
@@ -112,7 +108,7 @@ def _missing_is_file_not_found() -> Iterator[None]:
     try:
         yield
     except DatabaseError as exc:
-        if _sqlstate(exc) == UNDEFINED_OBJECT:
+        if sqlstate(exc) == UNDEFINED_OBJECT:
             raise FileNotFoundError(str(exc.__cause__ or exc).strip()) from exc
         raise
 

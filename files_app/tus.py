@@ -19,6 +19,12 @@ while a dropped ``PATCH`` still reads the bytes its server had buffered. The lea
 column, not a session lock: it holds across processes, and behind PgBouncer in
 transaction mode.
 
+A request waits for the row's lock at most ``LOCK_WAIT`` seconds (a piece takes far less).
+Longer means the lock's holder is stuck — typically the session of an app server that was
+killed mid-piece, until PostgreSQL notices it is gone — and the request is answered
+``423 Locked`` with ``Retry-After`` (as tusd answers a locked upload; tus-js-client and
+Uppy retry it) instead of hanging.
+
 Lock order, in every transaction here: the ``Upload`` row, then its large object, then
 (by the piece that completes the upload) the new stored file's rows and those its save
 locks (a dedupe twin, ``FOR SHARE``). No transaction is open while a request reads from
@@ -41,14 +47,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
-from django.db import router, transaction
+from django.db import OperationalError, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import http_date
 from django.views import View
 
-from files_app import mediatypes, quotas
+from files_app import _databases, mediatypes, quotas
 from files_app.conf import app_settings
 from files_app.digests import Digest, ResumableSHA256
 from files_app.fields import WrittenObject
@@ -68,6 +74,10 @@ LARGEST_OBJECT = 4 * 1024**4
 READ_SIZE = 64 * 1024
 # Expired uploads deleted per transaction by delete_expired().
 EXPIRED_BATCH = 500
+# Seconds a request waits for an upload's row lock before it is answered 423, and the
+# Retry-After of that answer.
+LOCK_WAIT = 10.0
+BUSY_RETRY_AFTER = 2
 # 2**64 has 20 digits: a longer header number is no size or offset (and int() refuses
 # numbers of more than 4300 digits with a ValueError).
 MAX_DIGITS = 20
@@ -193,6 +203,15 @@ class UploadView(View):
                 response = super().dispatch(request, *args, **kwargs)
             except Refused as refused:
                 response = _text(refused.status, refused.reason)
+            except OperationalError as exc:
+                if _databases.sqlstate(exc) != _databases.LOCK_NOT_AVAILABLE:
+                    raise
+                response = _text(
+                    423,
+                    "This upload is busy: another request on it has held it for over "
+                    f"{LOCK_WAIT:g} seconds. Try again shortly.",
+                )
+                response["Retry-After"] = str(BUSY_RETRY_AFTER)
         response["Tus-Resumable"] = TUS_VERSION
         response["Cache-Control"] = "no-store"
         return response
@@ -215,7 +234,7 @@ class UploadView(View):
             # Checked and reserved (the upload's length counts from now on) at once.
             quotas.lock(using)
             try:
-                quotas.check(request.user, length)
+                quotas.check(request.user, length, using=using)
             except quotas.QuotaExceeded as exc:
                 raise Refused(413, str(exc)) from None
             upload = Upload.objects.using(using).create(
@@ -288,7 +307,8 @@ class UploadView(View):
         owner = request.user.pk if request.user.is_authenticated else None
         using = router.db_for_write(Upload)
         with transaction.atomic(using=using):
-            # Waits for the piece another request is writing, if any.
+            # Waits for the piece another request is writing, if any (LOCK_WAIT at most).
+            _databases.wait_for_locks(using, LOCK_WAIT)
             upload = (
                 Upload.objects.using(using)
                 .select_for_update()
@@ -339,6 +359,7 @@ class UploadView(View):
     def _hold(self, upload: Upload, offset: int) -> None:
         """Lock the upload's row; Refused unless this request still holds its lease (and
         the upload is at ``offset``, as it then must be)."""
+        _databases.wait_for_locks(str(upload._state.db), LOCK_WAIT)
         row = (
             Upload.objects.using(upload._state.db)
             .select_for_update()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -425,6 +425,54 @@ def test_a_delete_stops_a_patch_in_flight(staff: Client, lo_count: Callable[[], 
     assert stopped.status_code == 404
     assert not Upload.objects.exists()
     assert lo_count() == objects
+
+
+def test_a_request_waits_a_bounded_time_for_a_stuck_lock_then_gets_423(
+    staff: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: HEAD, PATCH and DELETE waited without limit for the upload's row lock,
+    so the session of a server killed mid-piece left its client hanging until PostgreSQL
+    noticed it was gone."""
+    from files_app import tus
+
+    monkeypatch.setattr(tus, "LOCK_WAIT", 0.5)
+    url = create(staff, len(DATA))
+    assert patch(staff, url, 0, DATA[:1000]).status_code == 204
+    upload_id = Upload.objects.get().pk
+    holding, release = threading.Event(), threading.Event()
+
+    def stuck_session() -> None:  # a transaction that holds the row and does not end
+        try:
+            with transaction.atomic():
+                Upload.objects.select_for_update().get(pk=upload_id)
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=stuck_session)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        for answer in (
+            staff.head(url, **TUS),
+            patch(staff, url, 1000, DATA[1000:2000]),
+            staff.delete(url, **TUS),
+        ):
+            assert answer.status_code == 423, answer.content
+            assert answer["Retry-After"] == str(tus.BUSY_RETRY_AFTER)
+            assert answer["Tus-Resumable"] == "1.0.0"
+            # (A HEAD's reason is not sent: a HEAD answer has no body.)
+            assert answer.request["REQUEST_METHOD"] == "HEAD" or answer.content.startswith(
+                b"This upload is busy: another request on it has held it for over 0.5 seconds."
+            )
+    finally:
+        release.set()
+        holder.join()
+    # Nothing moved meanwhile; once the lock is let go, the upload goes on.
+    assert staff.head(url, **TUS)["Upload-Offset"] == "1000"
+    assert patch(staff, url, 1000, DATA[1000:]).status_code == 204
+    assert StoredFile.objects.get().sha256 == hashlib.sha256(DATA).hexdigest()
 
 
 def test_bytes_refused_by_their_checksum_are_overwritten(staff: Client) -> None:

@@ -26,7 +26,7 @@ import pytest
 
 from tests.polling import settled, wait_until
 from tests.reliability.conftest import MiB, OwnDatabase, manage
-from tests.servers import SERVER_KINDS, Server, free_port, running_server
+from tests.servers import SERVER_KINDS, Server, free_port, request, running_server
 
 pytestmark = [pytest.mark.minicloud_server, pytest.mark.slow]
 
@@ -392,4 +392,35 @@ def test_refused_before_the_body_is_read(server: Server, own_database: OwnDataba
             response = connection.getresponse()  # no more of the body is ever sent
             assert response.status == 403, (method, cookie, response.read())
             connection.close()
+    assert own_database.execute("SELECT count(*) FROM files_app_upload") == [(0,)]
+
+
+def test_a_stuck_lock_on_an_upload_is_answered_423_not_a_hang(
+    server: Server, own_database: OwnDatabase, headers: dict[str, str]
+) -> None:
+    """A session that holds an upload's row and does not end (a server killed mid-piece,
+    until PostgreSQL notices): the next HEAD waits files_app.tus.LOCK_WAIT, then gets 423
+    with Retry-After, as tus-js-client retries; once the lock is gone it resumes."""
+    import psycopg
+
+    from files_app.tus import BUSY_RETRY_AFTER, LOCK_WAIT
+
+    tus = {"Tus-Resumable": "1.0.0", **headers}
+    created = request(server, "POST", "/files/uploads/", {**tus, "Upload-Length": "10"})
+    assert created.status == 201
+    location = created.header("Location")
+    assert location is not None
+    path = "/" + location.split("/", 3)[3]
+    with psycopg.connect(own_database.url) as stuck:  # a transaction, open until the end
+        stuck.execute("SELECT 1 FROM files_app_upload FOR UPDATE")
+        started = time.monotonic()
+        busy = request(server, "HEAD", path, tus)
+        waited = time.monotonic() - started
+        assert busy.status == 423 and busy.header("Retry-After") == str(BUSY_RETRY_AFTER)
+        assert LOCK_WAIT <= waited < LOCK_WAIT + 10
+        terminated = request(server, "DELETE", path, tus)
+        assert terminated.status == 423 and b"This upload is busy" in terminated.body
+        stuck.rollback()
+    assert request(server, "HEAD", path, tus).status == 200
+    assert request(server, "DELETE", path, tus).status == 204
     assert own_database.execute("SELECT count(*) FROM files_app_upload") == [(0,)]
