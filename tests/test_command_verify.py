@@ -84,6 +84,40 @@ def test_files_in_the_trash_are_verified_too(files: list[StoredFile], settings: 
         _verify()
 
 
+def test_versions_are_verified_too(files: list[StoredFile], settings: Any) -> None:
+    # They may be downloaded and restored: their bytes must still be theirs.
+    settings.FILES_APP_VERSIONS = 5
+    a, _, c = files
+    for content in (b"second" * 100, b"third" * 100):
+        a.file = ContentFile(content, name="a.txt")
+        a.save()
+    c.file = ContentFile(b"c, replaced", name="c.bin")
+    c.save()
+    out, _ = _verify()
+    assert out == "Verified 3 stored file(s) and 3 version(s), 295.0 KiB: all intact.\n"
+    first, second = a.versions.order_by("number")
+    assert first.file.oid is not None and second.file.oid is not None
+    largeobjects.write(first.file.oid, 10, b"\0\1", "default")
+    largeobjects.unlink(second.file.oid, "default")
+    err = io.StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("files_verify", stdout=io.StringIO(), stderr=err)
+    assert str(excinfo.value) == (
+        "2 stored file(s) and version(s) failed verification: 1 with a missing large object, "
+        "1 whose content does not match; 4 intact."
+    )
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith(
+        f"{a.uuid} 'a.txt' version 1: its large object {first.file.oid} holds 1000 bytes"
+    )
+    assert lines[1] == (
+        f"{a.uuid} 'a.txt' version 2: its large object {second.file.oid} does not exist."
+    )
+    # --uuid: that file's versions only.
+    out, _ = _verify("--uuid", str(c.uuid))
+    assert out.startswith("Verified 1 stored file(s) and 1 version(s), ")
+
+
 def test_a_shorter_object_is_a_mismatch(files: list[StoredFile]) -> None:
     a = files[0]
     with connection.cursor() as cursor:  # truncation, as a botched restore might leave it
