@@ -92,6 +92,15 @@ def validate_content_type(value: str) -> None:
 class StoredFileQuerySet(LargeObjectQuerySet["StoredFile"]):
     """Stored files; the bulk routes keep every row true to its large object too."""
 
+    def shared_object(
+        self, sha256: str, size: int, *, besides_pk: int | None = None
+    ) -> int | None:
+        """Return a large object that a stored file (other than ``besides_pk``) or a version
+        holds with these bytes, locked until the transaction ends (see
+        :func:`shared_object`), or None. ``files_move --to large-objects`` points a file
+        back at it instead of copying."""
+        return shared_object(self.db, sha256, size, besides_pk=besides_pk)
+
     def bulk_create(self, objs: Iterable[StoredFile], *args: Any, **kwargs: Any) -> Any:
         objs = list(objs)
         with transaction.atomic(using=self.db):
@@ -711,32 +720,14 @@ class StoredFile(models.Model):
     restore_version.alters_data = True  # type: ignore[attr-defined]
 
     def _share_twin(self, using: str, oid: int, written: WrittenObject) -> int:
-        """Share the object of another stored file with the same bytes, if there is one,
-        and unlink the one just written; return the OID the row keeps.
-
-        The twin row is locked (``FOR SHARE``) until this transaction ends: a concurrent
-        delete of it waits, and its unlink trigger then sees this row's reference.
-        """
-        qn = connections[using].ops.quote_name
-        table = qn(self._meta.db_table)
-        file, sha256, size, pk = (
-            references.column(type(self), name, qn) for name in ("file", "sha256", "size", "id")
+        """Share the object of another stored file or version with the same bytes (an
+        earlier version of this file too: its bytes come back), if there is one, and unlink
+        the one just written; return the OID the row keeps (:func:`shared_object`)."""
+        twin = shared_object(
+            using, written.digest.sha256, written.digest.size, besides_oid=oid, besides_pk=self.pk
         )
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                f"SELECT t.{file} FROM {table} t WHERE t.{sha256} = %s AND t.{size} = %s "
-                f"AND t.{file} IS NOT NULL AND t.{file} <> %s AND t.{pk} IS DISTINCT FROM %s "
-                "AND EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata m "
-                f"WHERE m.oid = t.{file}) LIMIT 1 FOR SHARE OF t",
-                [written.digest.sha256, written.digest.size, oid, self.pk],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            # An earlier version of a file (of this one too): its bytes come back.
-            row = FileVersion.objects.using(using).twin(using, written.digest, oid)
-        if row is None:
+        if twin is None:
             return oid
-        twin = int(row[0])
         largeobjects.unlink(oid, using)  # written by this save: nothing else has it
         self.file = str(twin)
         self.file.written = WrittenObject(twin, written.digest, written.name)
@@ -820,24 +811,41 @@ class FileVersionQuerySet(LargeObjectQuerySet["FileVersion"]):
 
     prune_all.alters_data = True  # type: ignore[attr-defined]
 
-    def twin(self, using: str, digest: Digest, oid: int) -> tuple[int] | None:
-        """Return the object of a version with ``digest``'s bytes other than ``oid`` (as
-        a one-column row), locked until the transaction ends, or None."""
-        qn = connections[using].ops.quote_name
-        table = qn(FileVersion._meta.db_table)
-        file, sha256, size = (
-            references.column(FileVersion, name, qn) for name in ("file", "sha256", "size")
+
+def shared_object(
+    using: str,
+    sha256: str,
+    size: int,
+    *,
+    besides_oid: int | None = None,
+    besides_pk: int | None = None,
+) -> int | None:
+    """Return the large object of a stored file (other than the row ``besides_pk``) or,
+    failing that, of a version, with these bytes (SHA-256 and size) — not ``besides_oid``
+    and still there — or None: what dedupe shares.
+
+    The row found is locked (``FOR SHARE``) until the transaction ends: a concurrent delete
+    of it waits, and its unlink trigger then sees the reference the caller adds.
+    """
+    qn = connections[using].ops.quote_name
+    for model, extra in ((StoredFile, besides_pk), (FileVersion, None)):
+        table = qn(model._meta.db_table)
+        file, digest, length, pk = (
+            references.column(model, name, qn) for name in ("file", "sha256", "size", "id")
         )
         with connections[using].cursor() as cursor:
             cursor.execute(
-                f"SELECT v.{file} FROM {table} v WHERE v.{sha256} = %s AND v.{size} = %s "
-                f"AND v.{file} <> %s AND EXISTS (SELECT 1 FROM "
-                f"pg_catalog.pg_largeobject_metadata m WHERE m.oid = v.{file}) "
-                "LIMIT 1 FOR SHARE OF v",
-                [digest.sha256, digest.size, oid],
+                f"SELECT t.{file} FROM {table} t WHERE t.{digest} = %s AND t.{length} = %s "
+                f"AND t.{file} IS NOT NULL AND t.{file} IS DISTINCT FROM %s "
+                f"AND t.{pk} IS DISTINCT FROM %s AND EXISTS (SELECT 1 FROM "
+                f"pg_catalog.pg_largeobject_metadata m WHERE m.oid = t.{file}) "
+                "LIMIT 1 FOR SHARE OF t",
+                [sha256, size, besides_oid, extra],
             )
             row = cursor.fetchone()
-        return None if row is None else (int(row[0]),)
+        if row is not None:
+            return int(row[0])
+    return None
 
 
 class FileVersion(models.Model):

@@ -110,6 +110,44 @@ def test_move_out_and_back(
     assert not PendingRemoval.objects.exists()
 
 
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_back_in_large_objects_the_same_bytes_share_one_object(
+    elsewhere: Path,
+    store: Callable[..., StoredFile],
+    lo_count: Callable[[], int],
+    settings: Any,
+    dedupe: bool,
+) -> None:
+    """Regression: moving twins back made an object each, where a save shares one."""
+    settings.FILES_APP_DEDUPE = dedupe
+    objects = lo_count()
+    twins = [store(DATA, name=f"twin{n}.bin") for n in range(2)]
+    other = store(b"other bytes", name="other.bin")
+    assert lo_count() == objects + (2 if dedupe else 3)
+    move("--to", "elsewhere")
+    assert lo_count() == objects and len(files_in(elsewhere)) == 3
+    out, err = move("--to", "large-objects")
+    assert "Moved 3 file(s)" in err
+    for row in (*twins, other):
+        row.refresh_from_db()
+        assert row.storage == "" and f"{row.uuid}  large-objects:{row.file.oid}" in out
+        with row.file.open() as opened:
+            assert opened.read() == (b"other bytes" if row is other else DATA)
+    shared = twins[0].file.oid == twins[1].file.oid
+    assert shared is dedupe
+    assert lo_count() == objects + (2 if dedupe else 3)
+    assert files_in(elsewhere) == []
+    # A version's object is shared too: with the twins gone, one holding DATA remains.
+    if dedupe:
+        settings.FILES_APP_VERSIONS = 1
+        twins[0].file = ContentFile(b"replaced", name="twin0.bin")
+        twins[0].save()
+        move("--uuid", str(twins[1].uuid), "--to", "elsewhere")
+        move("--uuid", str(twins[1].uuid), "--to", "large-objects")
+        twins[1].refresh_from_db()
+        assert twins[1].file.oid == twins[0].versions.get().file.oid
+
+
 def test_dry_run_changes_nothing(elsewhere: Path, stored: StoredFile) -> None:
     out, err = move("--to", "elsewhere", "--dry-run")
     assert out.startswith(f"{stored.uuid}  large-objects -> elsewhere  3.0 MiB  film.bin")

@@ -92,7 +92,9 @@ class Command(BaseCommand):
         f"--to {LARGE_OBJECTS}. Each file is streamed, read back from where it went and "
         "checked against its SHA-256 before the row points there; only then is the old copy "
         "freed. Interrupted, it can be run again: files already moved are skipped, a partial "
-        "copy is checked and replaced. Prints '<uuid>  <storage>:<name>' per moved file."
+        "copy is checked and replaced. Back in large objects, a file whose bytes another "
+        "file or version holds already shares that object (FILES_APP_DEDUPE) instead of "
+        "being copied. Prints '<uuid>  <storage>:<name>' per moved file."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -302,6 +304,16 @@ class Command(BaseCommand):
     ) -> str:
         # One transaction: interrupted, the new object is rolled back with the rest.
         with transaction.atomic(using=self.using):
+            if app_settings.DEDUPE and stored.sha256:
+                # Another file or version holds these bytes already (FILES_APP_DEDUPE):
+                # share its object, as a save would, and copy nothing.
+                files = StoredFile.everything.using(self.using)
+                twin = files.shared_object(stored.sha256, stored.size, besides_pk=stored.pk)
+                if twin is not None:
+                    if not files.relocate(stored, twin, "", ""):
+                        raise _Failed("it was replaced or deleted while it was copied")
+                    self.progress.advance(2 * stored.size)  # not copied, nor read back
+                    return f"{LARGE_OBJECTS}:{twin}"
             saved = self.large_objects.save(safe_name(stored.name, "file"), content)
             self._check(stored, "its source", source.size, source.hash.hexdigest())
             oid = oid_from_name(saved)
