@@ -212,12 +212,14 @@ if bucket := os.environ.get("MINICLOUD_S3_BUCKET", "").strip():
     if redirect := os.environ.get("MINICLOUD_S3_REDIRECT", "").strip():
         FILES_APP_REDIRECT_STORAGES = {"s3": int(redirect)}
 
+# A file host keeps what its users delete and replace, for a while: minicloud turns on the
+# trash and versions that files_app leaves off for projects that adopt it.
 # MINICLOUD_TRASH_DAYS=<days>: deleted files wait that long in the admin's trash, restorable,
-# before files_sweep deletes them (docs/using.md, "The trash"); unset or 0: no trash.
-FILES_APP_TRASH_DAYS = int(os.environ.get("MINICLOUD_TRASH_DAYS", "0") or 0)
+# before files_sweep deletes them (docs/using.md, "The trash"); unset: 30; 0: no trash.
+FILES_APP_TRASH_DAYS = int(os.environ.get("MINICLOUD_TRASH_DAYS", "30") or 0)
 # MINICLOUD_VERSIONS=<n>: replacing a file keeps its n latest earlier contents, listed on its
-# admin page to download or restore (docs/using.md, "Versions"); unset or 0: none kept.
-FILES_APP_VERSIONS = int(os.environ.get("MINICLOUD_VERSIONS", "0") or 0)
+# admin page to download or restore (docs/using.md, "Versions"); unset: 5; 0: none kept.
+FILES_APP_VERSIONS = int(os.environ.get("MINICLOUD_VERSIONS", "5") or 0)
 
 # MINICLOUD_SIGNED_REDIRECT=1: a private file's URL answers its user with a redirect to a
 # signed URL (served by the lean path, without the session); the address bar then shows a

@@ -221,23 +221,44 @@ def _database_settings(**env: str) -> dict[str, object]:
     return dict(json.loads(result.stdout))
 
 
-def test_minicloud_takes_its_upload_limit_from_the_environment() -> None:
-    code = (
-        "from minicloud import settings; "
-        "print(getattr(settings, 'FILES_APP_MAX_UPLOAD_SIZE', None))"
+def _minicloud_setting(name: str, **env: str) -> str:
+    code = f"from minicloud import settings; print(getattr(settings, {name!r}, None))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": "postgres://u@127.0.0.1:1/db", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
-    env = {**os.environ, "DATABASE_URL": "postgres://u@127.0.0.1:1/db"}
-    for extra, expected in (({}, "None"), ({"MINICLOUD_MAX_UPLOAD_SIZE": "1048576"}, "1048576")):
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert result.stdout.strip() == expected
+    return result.stdout.strip()
+
+
+def test_minicloud_takes_its_upload_limit_from_the_environment() -> None:
+    assert _minicloud_setting("FILES_APP_MAX_UPLOAD_SIZE") == "None"
+    limit = _minicloud_setting("FILES_APP_MAX_UPLOAD_SIZE", MINICLOUD_MAX_UPLOAD_SIZE="1048576")
+    assert limit == "1048576"
+
+
+@pytest.mark.parametrize(
+    ("setting", "variable", "default"),
+    [
+        ("FILES_APP_TRASH_DAYS", "MINICLOUD_TRASH_DAYS", "30"),
+        ("FILES_APP_VERSIONS", "MINICLOUD_VERSIONS", "5"),
+    ],
+)
+def test_minicloud_keeps_deleted_and_replaced_files_unless_told_not_to(
+    setting: str, variable: str, default: str
+) -> None:
+    # A file host's users expect a trash and versions; files_app's own default is off.
+    from files_app.conf import app_settings
+
+    assert _minicloud_setting(setting) == default
+    assert _minicloud_setting(setting, **{variable: "0"}) == "0"
+    assert _minicloud_setting(setting, **{variable: ""}) == "0"
+    assert _minicloud_setting(setting, **{variable: "7"}) == "7"
+    assert getattr(app_settings, setting.removeprefix("FILES_APP_")) == 0
 
 
 def test_minicloud_reuses_database_connections() -> None:
