@@ -11,7 +11,9 @@ have put on disk (a ``Content-Length`` above ``FILE_UPLOAD_MAX_MEMORY_SIZE``):
 the request's stream pulls ASGI ``http.request`` messages as the view's code reads it, so
 :class:`~files_app.uploadhandler.LargeObjectUploadHandler` writes each chunk into the
 database as it arrives and nothing is held in memory or on disk. Smaller bodies are read
-first, as Django does.
+first, as Django does. A body of unknown length (``Transfer-Encoding: chunked`` without
+``Content-Length``), which Django reads as empty anyway, is answered ``411 Length
+Required`` before a byte of it is read: Django's handler would spool all of it to disk.
 
 Sync code (every Django view, the admin, forms, middleware) runs in a worker thread under
 ASGI and reads a streamed body from there. Async code must not read a streamed body on
@@ -178,6 +180,9 @@ class StreamingASGIHandler(ASGIHandler):
 
         if lean_path_on() and await self.serve_file(scope, receive, send):
             return
+        if _length_unknown(scope):
+            await _length_required(send)
+            return
         channel = _Channel(scope, receive) if self.streaming else receive
         await super().handle(scope, channel, send)
 
@@ -257,6 +262,32 @@ class StreamingASGIHandler(ASGIHandler):
                 except ValueError:
                     return False  # Django answers 400
         return False
+
+
+def _length_unknown(scope: Message) -> bool:
+    """Whether the request has a body of unknown length: ``Transfer-Encoding`` (chunked)
+    without ``Content-Length``."""
+    names = {name.lower() for name, _ in scope.get("headers", ())}
+    return b"transfer-encoding" in names and b"content-length" not in names
+
+
+async def _length_required(send: Any) -> None:
+    """Answer 411 without reading the body. Django reads a body without ``Content-Length``
+    as empty — under WSGI it never reads it — but its ASGI handler first spools all of it
+    into a temporary file, which a client could make as large as it likes."""
+    body = b"Length Required: send the request body with a Content-Length.\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 411,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _scope_headers(scope: Message) -> dict[str, str]:

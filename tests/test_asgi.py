@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from unittest import mock
 
@@ -212,3 +212,31 @@ def test_a_stream_reads_to_the_end_of_the_body_in_any_piece_size() -> None:
         return await asyncio.to_thread(read)
 
     assert asyncio.run(main()) == b"abcdefgh"
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "django-reads-bodies"])
+def test_a_body_of_unknown_length_is_411_before_a_byte_is_read(
+    streaming: bool, lo_count: Callable[[], int]
+) -> None:
+    """Regression: Django's handler spooled a chunked body, however long, into a temporary
+    file (on disk past FILE_UPLOAD_MAX_MEMORY_SIZE) before reading it as empty."""
+    scope = _scope(0)
+    scope["headers"] = [
+        (name, value) for name, value in scope["headers"] if name != b"content-length"
+    ] + [(b"transfer-encoding", b"chunked")]
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    async def send(message: Mapping[str, Any]) -> None:
+        messages.append(dict(message))
+
+    handler = StreamingASGIHandler()
+    handler.streaming = streaming
+    asyncio.run(handler(scope, receive, send))
+    assert messages[0]["status"] == 411
+    assert messages[1]["body"] == (
+        b"Length Required: send the request body with a Content-Length.\n"
+    )
+    assert not StoredFile.objects.exists() and lo_count() == 0

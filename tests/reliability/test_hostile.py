@@ -239,3 +239,25 @@ def test_any_multipart_upload_is_never_a_500_and_orphans_nothing(
     assert rows == [(0,)]
     added = own_database.execute("SELECT count(*) FROM files_app_storedfile")[0][0] - before_rows
     print(f"{added} fuzzed uploads were stored")
+
+
+def test_a_body_of_unknown_length_is_answered_before_it_ends(
+    server: Server, site: dict[str, str]
+) -> None:
+    """A chunked body that never ends: under gunicorn Django never reads it (no
+    Content-Length, an empty body), under uvicorn files_app.asgi answers 411 before
+    reading it — Django's own ASGI handler would spool all of it to a temporary file."""
+    head = _request(
+        b"POST",
+        b"/admin/files_app/storedfile/add/",
+        [
+            (b"Cookie", site["cookie"].encode()),
+            (b"Content-Type", b"multipart/form-data; boundary=x"),
+            (b"Transfer-Encoding", b"chunked"),
+        ],
+    )
+    status = _exchange(server, head, b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+    if server.kind == "uvicorn":
+        assert status == 411
+    else:
+        assert status == 403  # CSRF: the form Django saw is empty
