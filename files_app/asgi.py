@@ -181,7 +181,7 @@ class StreamingASGIHandler(ASGIHandler):
         if lean_path_on() and await self.serve_file(scope, receive, send):
             return
         if _length_unknown(scope):
-            await _length_required(send)
+            await _length_required(receive, send)
             return
         channel = _Channel(scope, receive) if self.streaming else receive
         await super().handle(scope, channel, send)
@@ -271,10 +271,20 @@ def _length_unknown(scope: Message) -> bool:
     return b"transfer-encoding" in names and b"content-length" not in names
 
 
-async def _length_required(send: Any) -> None:
-    """Answer 411 without reading the body. Django reads a body without ``Content-Length``
+#: What the 411 for a body of unknown length reads of it afterwards, at most, and for how
+#: long (as nginx's lingering close), where the server still hands it over: a client still
+#: sending a short body then reads the answer instead of a reset. (uvicorn drops the rest
+#: of a body itself once the answer is complete, and keeps the connection: the 411 does
+#: not ask to close it, since closing with bytes unread resets it under the client.)
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 5.0
+
+
+async def _length_required(receive: Any, send: Any) -> None:
+    """Answer 411 before reading the body. Django reads a body without ``Content-Length``
     as empty — under WSGI it never reads it — but its ASGI handler first spools all of it
-    into a temporary file, which a client could make as large as it likes."""
+    into a temporary file, which a client could make as large as it likes. Then read and
+    drop up to ``LINGER_BYTES`` of it, for ``LINGER_SECONDS`` at most."""
     body = b"Length Required: send the request body with a Content-Length.\n"
     await send(
         {
@@ -283,11 +293,21 @@ async def _length_required(send: Any) -> None:
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+    async def linger() -> None:
+        dropped = 0
+        while dropped <= LINGER_BYTES:
+            message = await receive()
+            dropped += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    with suppress(TimeoutError):
+        await asyncio.wait_for(linger(), LINGER_SECONDS)
 
 
 def _scope_headers(scope: Message) -> dict[str, str]:

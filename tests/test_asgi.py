@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
-from files_app.asgi import ASGIBodyStream, StreamingASGIHandler
+from files_app.asgi import LINGER_BYTES, ASGIBodyStream, StreamingASGIHandler
 from files_app.models import StoredFile
 from files_app.uploadhandler import LargeObjectUploadHandler
 
@@ -219,24 +219,36 @@ def test_a_body_of_unknown_length_is_411_before_a_byte_is_read(
     streaming: bool, lo_count: Callable[[], int]
 ) -> None:
     """Regression: Django's handler spooled a chunked body, however long, into a temporary
-    file (on disk past FILE_UPLOAD_MAX_MEMORY_SIZE) before reading it as empty."""
+    file (on disk past FILE_UPLOAD_MAX_MEMORY_SIZE) before reading it as empty. Now the
+    answer comes first; then up to LINGER_BYTES of an endless body are read and dropped,
+    so that a client still sending a short one reads the answer instead of a reset."""
     scope = _scope(0)
     scope["headers"] = [
         (name, value) for name, value in scope["headers"] if name != b"content-length"
     ] + [(b"transfer-encoding", b"chunked")]
     messages: list[dict[str, Any]] = []
+    read_before_answer: list[int] = []
+    read = 0
 
-    async def receive() -> dict[str, Any]:
-        raise AssertionError("the body was read")
+    async def receive() -> dict[str, Any]:  # a body that never ends
+        nonlocal read
+        if not messages:
+            read_before_answer.append(read)
+        read += PIECE
+        await asyncio.sleep(0)
+        return {"type": "http.request", "body": b"x" * PIECE, "more_body": True}
 
     async def send(message: Mapping[str, Any]) -> None:
         messages.append(dict(message))
 
     handler = StreamingASGIHandler()
     handler.streaming = streaming
-    asyncio.run(handler(scope, receive, send))
+    with mock.patch("tempfile.SpooledTemporaryFile", side_effect=AssertionError("spooled")):
+        asyncio.run(handler(scope, receive, send))
+    assert read_before_answer == []
     assert messages[0]["status"] == 411
     assert messages[1]["body"] == (
         b"Length Required: send the request body with a Content-Length.\n"
     )
+    assert LINGER_BYTES < read <= LINGER_BYTES + 2 * PIECE
     assert not StoredFile.objects.exists() and lo_count() == 0
